@@ -1,0 +1,1 @@
+"""EverReach Data: Meta channels as data, in Postgres, orchestrated by Dagster."""

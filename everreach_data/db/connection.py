@@ -1,0 +1,47 @@
+"""Where the database is and how to connect to it, with errors a person can act on."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.rows import dict_row
+
+from everreach_data.config import Settings
+from everreach_data.db.embedded import APP_DATABASE, DAGSTER_DATABASE, start_embedded
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The configured database cannot be reached; the message names it (without its password)."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def database_urls(settings: Settings) -> tuple[str, str]:
+    """(app URL, Dagster storage URL). Unset ``DATABASE_URL`` means the embedded server, started here."""
+    if settings.DATABASE_URL is not None:
+        url = settings.DATABASE_URL.get_secret_value()
+        return url, url
+    embedded = start_embedded(settings.EVERREACH_HOME)
+    return embedded.url(APP_DATABASE), embedded.url(DAGSTER_DATABASE)
+
+
+def app_database_url(settings: Settings) -> str:
+    return database_urls(settings)[0]
+
+
+@contextmanager
+def connect(url: str, **kwargs) -> Iterator[psycopg.Connection]:
+    """A psycopg connection (dict rows) that commits on success and rolls back on error."""
+    try:
+        conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot reach the database at {redact(url)}: {reason}") from exc
+    with conn:
+        yield conn

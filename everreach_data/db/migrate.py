@@ -1,0 +1,92 @@
+"""Numbered, idempotent migrations from ``sql/``: each applied once, in order, in its own transaction.
+
+A session-level advisory lock makes concurrent ``migrate`` runs safe: the second waits, then finds
+nothing left to do. A failing migration is rolled back whole and named in the error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from everreach_data.config import PROJECT_ROOT
+from everreach_data.db.connection import connect
+
+SQL_DIR = PROJECT_ROOT / "sql"
+MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+#: Arbitrary, fixed key for pg_advisory_lock: "everreach migrations".
+ADVISORY_LOCK_KEY = 0x45_56_52_4D
+
+CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class MigrationError(RuntimeError):
+    """A migration failed and was rolled back; the message names the file and the database's error."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    found = [Migration(int(m.group(1)), p) for p in sql_dir.iterdir() if (m := MIGRATION_FILE.match(p.name))]
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"two migrations in {sql_dir} share a number: {versions}")
+    return found
+
+
+def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply pending migrations; return the names of those applied (empty when up to date)."""
+    applied_now: list[str] = []
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        try:
+            conn.execute(CREATE_LEDGER)
+            done = {row["version"] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in discover(sql_dir):
+                if migration.version in done:
+                    continue
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.text)
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg.Error as exc:
+                    detail = (exc.diag.message_primary or str(exc)).strip()
+                    raise MigrationError(
+                        f"migration {migration.name} failed and was rolled back (nothing from it was "
+                        f"applied): {detail}"
+                    ) from exc
+                applied_now.append(migration.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    return applied_now

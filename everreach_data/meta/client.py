@@ -1,0 +1,258 @@
+"""The Graph API client: one ``httpx`` client per resource, with Meta's rules built in.
+
+- Retries only what retrying can fix (transport failures, 5xx, the transient and throttling codes), with
+  exponential backoff and full jitter; never 100, 190, 200-299 or 10.
+- Paces by the usage headers: above ``pace_from`` percent it slows down in proportion, and when Meta
+  says how long until access is regained it waits that out, before the limit turns into errors.
+- Pages by ``paging.next`` and stops when it is absent (``cursors.after`` is present even on the last page).
+- Counts calls, so assets can report how many they made.
+
+:class:`GraphClient` is synchronous (Dagster ops); :class:`AsyncGraphClient` is the same policy for
+high-throughput senders. Surface modules (insights, messaging, capi) build requests on top of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from everreach_data.meta.errors import (
+    ErrorKind,
+    GraphAPIError,
+    GraphTransportError,
+    error_from_response,
+)
+from everreach_data.meta.usage import Usage, parse_usage
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    backoff_base: float = 0.5     # seconds; attempt n waits up to base * 2**n (full jitter)
+    backoff_max: float = 60.0
+    pace_from: float = 75.0       # usage percent at which to start slowing down
+    pace_max_pause: float = 10.0  # pause at 100 % usage when Meta gives no regain estimate
+    regain_max_wait: float = 15 * 60.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** attempt)))
+
+    def pace(self, usage: Usage) -> float:
+        """Seconds to pause before the next call, given the last usage reading."""
+        if usage.regain_seconds > 0:
+            return min(usage.regain_seconds, self.regain_max_wait)
+        if usage.percent <= self.pace_from:
+            return 0.0
+        share = min(1.0, (usage.percent - self.pace_from) / max(1.0, 100.0 - self.pace_from))
+        return share * self.pace_max_pause
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    retries: int = 0
+    throttled: int = 0
+    paused_seconds: float = 0.0
+    last_usage: Usage = field(default_factory=Usage)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, *, retried: bool = False, throttled: bool = False) -> None:
+        with self._lock:
+            self.calls += 1
+            self.retries += int(retried)
+            self.throttled += int(throttled)
+
+
+class _Policy:
+    """What both clients share: request shaping, response checking, and the retry decision."""
+
+    def __init__(self, base_url: str, access_token: str | None, *, timeout: float, retry: RetryPolicy | None,
+                 seed: int | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = access_token
+        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self.retry = retry or RetryPolicy()
+        self.stats = CallStats()
+        self._rng = random.Random(seed)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def url(self, path: str) -> str:
+        if path.startswith("http://") or path.startswith("https://"):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def check(self, response: httpx.Response) -> JSON:
+        self.stats.last_usage = parse_usage(response.headers)
+        if response.is_success:
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise GraphAPIError(f"non-JSON success body from {response.request.url.path}",
+                                    http_status=response.status_code) from exc
+            return body if isinstance(body, dict) else {"data": body}
+        raise error_from_response(response.status_code, response.content, dict(response.headers))
+
+    def wait_after(self, error: GraphAPIError, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``error`` on ``attempt`` (0-based), or None to give up."""
+        if not error.retryable or attempt + 1 >= self.retry.max_attempts:
+            return None
+        wait = self.retry.backoff(attempt, self._rng)
+        if error.kind is ErrorKind.THROTTLED:
+            wait = max(wait, self.retry.pace(self.stats.last_usage), self.retry.backoff_base)
+        return wait
+
+    def pause_before_call(self) -> float:
+        return self.retry.pace(self.stats.last_usage)
+
+
+def _next_page(body: JSON) -> str | None:
+    paging = body.get("paging")
+    return paging.get("next") if isinstance(paging, dict) else None
+
+
+class GraphClient:
+    """Synchronous Graph API client. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, base_url: str, access_token: str | None, *, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None, seed: int | None = None,
+                 sleep: Callable[[float], None] = time.sleep, transport: httpx.BaseTransport | None = None) -> None:
+        self._policy = _Policy(base_url, access_token, timeout=timeout, retry=retry, seed=seed)
+        self._sleep = sleep
+        self._http = httpx.Client(timeout=self._policy.timeout, headers=self._policy.headers(),
+                                  transport=transport)
+
+    @property
+    def stats(self) -> CallStats:
+        return self._policy.stats
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self.stats.paused_seconds += seconds
+            self._sleep(seconds)
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                data: Mapping[str, Any] | None = None, json: Any = None) -> JSON:
+        attempt = 0
+        while True:
+            self._pause(self._policy.pause_before_call())
+            try:
+                response = self._http.request(method, self._policy.url(path), params=params, data=data, json=json)
+                body = self._policy.check(response)
+                self.stats.record(retried=attempt > 0)
+                return body
+            except httpx.TransportError as exc:
+                error: GraphAPIError = GraphTransportError(f"{type(exc).__name__}: {exc}")
+            except GraphAPIError as exc:
+                error = exc
+            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED)
+            wait = self._policy.wait_after(error, attempt)
+            if wait is None:
+                raise error
+            self._pause(wait)
+            attempt += 1
+
+    def get(self, path: str, **params: Any) -> JSON:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, *, params: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
+             json: Any = None) -> JSON:
+        return self.request("POST", path, params=params, data=data, json=json)
+
+    def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[JSON]:
+        """Every item of ``data`` across pages, following ``paging.next`` until it is absent."""
+        body = self.request("GET", path, params=params)
+        while True:
+            yield from body.get("data") or []
+            nxt = _next_page(body)
+            if not nxt:
+                return
+            body = self.request("GET", nxt)
+
+
+class AsyncGraphClient:
+    """The same policy as :class:`GraphClient`, for asyncio callers (the outbound sender)."""
+
+    def __init__(self, base_url: str, access_token: str | None, *, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None, seed: int | None = None,
+                 max_connections: int = 100, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._policy = _Policy(base_url, access_token, timeout=timeout, retry=retry, seed=seed)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(timeout=self._policy.timeout, headers=self._policy.headers(),
+                                       limits=limits, transport=transport)
+
+    @property
+    def stats(self) -> CallStats:
+        return self._policy.stats
+
+    async def __aenter__(self) -> AsyncGraphClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                      data: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True) -> JSON:
+        """One call; with ``retry=False`` the first error is raised (callers that keep their own queue)."""
+        attempt = 0
+        while True:
+            pause = self._policy.pause_before_call()
+            if pause > 0:
+                self.stats.paused_seconds += pause
+                await asyncio.sleep(pause)
+            try:
+                response = await self._http.request(method, self._policy.url(path), params=params, data=data,
+                                                    json=json)
+                body = self._policy.check(response)
+                self.stats.record(retried=attempt > 0)
+                return body
+            except httpx.TransportError as exc:
+                error: GraphAPIError = GraphTransportError(f"{type(exc).__name__}: {exc}")
+            except GraphAPIError as exc:
+                error = exc
+            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED)
+            wait = self._policy.wait_after(error, attempt) if retry else None
+            if wait is None:
+                raise error
+            self.stats.paused_seconds += wait
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def get(self, path: str, **params: Any) -> JSON:
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, *, json: Any = None, data: Mapping[str, Any] | None = None,
+                   retry: bool = True) -> JSON:
+        return await self.request("POST", path, json=json, data=data, retry=retry)
+
+    async def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> AsyncIterator[JSON]:
+        body = await self.request("GET", path, params=params)
+        while True:
+            for item in body.get("data") or []:
+                yield item
+            nxt = _next_page(body)
+            if not nxt:
+                return
+            body = await self.request("GET", nxt)

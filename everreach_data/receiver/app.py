@@ -1,0 +1,80 @@
+"""The ASGI app: Meta's webhooks in, send/conversion requests in, summaries out. It only ever writes to
+the queues (``meta_webhook_event``, ``outbound_message_job``); the Dagster jobs do the rest."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+
+from everreach_data.config import Settings
+from everreach_data.receiver import insights, messaging, webhooks
+from everreach_data.receiver.errors import ApiError, api_error_handler, http_error_handler
+
+schemas = SchemaGenerator(
+    {"openapi": "3.0.3", "info": {"title": "EverReach Data receiver", "version": "1.0.0"},
+     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}}
+)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness plus a database round trip, so a load balancer takes a receiver out when it cannot store."""
+    try:
+        async with request.app.state.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return schemas.OpenAPIResponse(request=request)
+
+
+def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16) -> Starlette:
+    """The receiver app. Refuses to build without an app secret: an unsigned intake would accept anything."""
+    if not settings.META_APP_SECRET or not settings.META_APP_SECRET.get_secret_value():
+        raise ValueError("META_APP_SECRET is not set: the receiver will not start without it, because it "
+                         "could not verify that webhooks come from Meta")
+    if not settings.JWT_SECRET or not settings.JWT_SECRET.get_secret_value():
+        raise ValueError("JWT_SECRET is not set: the receiver will not start without it, because /api/v1 "
+                         "routes could not authenticate callers")
+
+    pool = AsyncConnectionPool(database_url, min_size=2, max_size=pool_max_size, open=False,
+                               kwargs={"autocommit": False})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"], include_in_schema=False),
+        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        *webhooks.routes,
+        *messaging.routes,
+        *insights.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.app_secret = settings.META_APP_SECRET.get_secret_value().encode()
+    app.state.jwt_secret = settings.JWT_SECRET.get_secret_value()
+    app.state.max_body_bytes = settings.RECEIVER_MAX_BODY_BYTES
+    return app
+
+
