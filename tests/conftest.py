@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -72,11 +71,6 @@ def settings(db_url: str) -> Settings:
     """Settings for the sandbox defaults, pointed at this test's database."""
     return Settings(**SANDBOX_DEFAULTS, DATABASE_URL=db_url)  # type: ignore[arg-type]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unique_id(prefix: str = "") -> str:

@@ -1,0 +1,259 @@
+"""``everreach-data``: migrate, seed, serve, sandbox, dev, demo, replay-webhooks, token.
+
+Each command is a thin function over the modules that do the work; the CLI only parses arguments,
+turns known failures into one readable line (exit 2) and never prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS, Settings, load_settings
+from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
+from everreach_data.db.embedded import EmbeddedPostgresError
+from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
+
+log = logging.getLogger("everreach_data")
+
+SANDBOX_PORT = 8765
+RECEIVER_PORT = 8000
+DAGSTER_PORT = 3000
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    """Fail early, with the remedy, instead of a bind traceback from deep inside a server."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(f"port {port} on {host} is already in use, so the {what} cannot start there "
+                            f"({exc.strerror}). Stop whatever holds it, or pick another port.") from exc
+
+
+# ───────────────────────────── commands ─────────────────────────────
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    url = database_urls(settings)[0]
+    applied = migrate(url)
+    print(f"migrations: applied {', '.join(applied)}" if applied else "migrations: up to date")
+    if args.seed:
+        cmd_seed(args)
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    url = database_urls(load_settings())[0]
+    migrate(url)
+    with connect(url) as conn:
+        conn.execute((SQL_DIR / "seed" / "sample_data.sql").read_text())
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM auth.users) AS users, (SELECT count(*) FROM campaign) AS campaigns, "
+            "(SELECT count(*) FROM user_event) AS user_events").fetchone()
+    print(f"sample data loaded: {counts['users']} users, {counts['campaigns']} campaigns, "
+          f"{counts['user_events']} user events")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from everreach_data.receiver.app import create_app
+
+    settings = load_settings()
+    url = database_urls(settings)[0]
+    migrate(url)
+    ensure_port_free(args.host, args.port, "receiver")
+    app = create_app(settings, url)
+    print(f"receiver listening on http://{args.host}:{args.port} (webhooks: /api/webhooks/meta)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=None,
+                access_log=args.access_log)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> None:
+    from everreach_data.sandbox.server import run_sandbox
+
+    ensure_port_free(args.host, args.port, "Graph API sandbox")
+    run_sandbox(args)
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from everreach_data.receiver.auth import issue_token
+
+    secret = load_settings().secret("JWT_SECRET")
+    if not secret:
+        raise SystemExit("error: JWT_SECRET is not set")
+    print(issue_token(secret, args.sub, ttl_seconds=args.ttl))
+
+
+def real_meta_configured(settings: Settings) -> bool:
+    """True when the environment points at real Meta: then the sandbox is not started."""
+    return bool(settings.FB_ADS_ACCESS_TOKEN or settings.MESSENGER_PAGE_TOKEN or settings.WHATSAPP_ACCESS_TOKEN
+                or settings.META_CONVERSIONS_API_TOKEN)
+
+
+def dev_environment(settings: Settings, *, sandbox_port: int) -> tuple[dict[str, str], bool]:
+    """The child processes' environment, and whether the sandbox stands in for Meta."""
+    env = dict(os.environ)
+    use_sandbox = not real_meta_configured(settings)
+    if use_sandbox:
+        for key, value in SANDBOX_DEFAULTS.items():
+            env.setdefault(key, value)
+        env["META_GRAPH_URL"] = f"http://127.0.0.1:{sandbox_port}"
+    return env, use_sandbox
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    """Everything on one machine: Postgres, sandbox, receiver, webhook traffic, Dagster UI + daemon."""
+    settings = load_settings()
+    env, use_sandbox = dev_environment(settings, sandbox_port=args.sandbox_port)
+    settings = Settings(**{k: v for k, v in env.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+    for port, what in [(args.dagster_port, "Dagster UI"), (args.receiver_port, "receiver")] + (
+            [(args.sandbox_port, "Graph API sandbox")] if use_sandbox else []):
+        ensure_port_free("127.0.0.1", port, what)
+
+    app_url, dagster_url = database_urls(settings)
+    applied = migrate(app_url)
+    print(f"database: {redact(app_url)} ({'embedded' if settings.uses_embedded_postgres else 'DATABASE_URL'}); "
+          f"migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}", flush=True)
+    dagster_home = settings.EVERREACH_HOME / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env.update(DATABASE_URL=app_url, DAGSTER_PG_URL=dagster_url, DAGSTER_HOME=str(dagster_home),
+               PYTHONUNBUFFERED="1")
+
+    exe = [sys.executable, "-m", "everreach_data.cli"]
+    receiver_url = f"http://127.0.0.1:{args.receiver_port}"
+    procs: list[tuple[str, list[str]]] = []
+    if use_sandbox:
+        procs.append(("sandbox", exe + ["sandbox", "--port", str(args.sandbox_port),
+                                        "--webhook-url", f"{receiver_url}/api/webhooks/meta"]))
+    procs.append(("receiver", exe + ["serve", "--port", str(args.receiver_port)]))
+    procs.append(("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                              "-h", "127.0.0.1", "-p", str(args.dagster_port)]))
+    if use_sandbox and args.traffic_rate > 0:
+        procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
+                                        "--rate", str(args.traffic_rate)]))
+    run_supervised(procs, env, cwd=PROJECT_ROOT, banner=[
+        f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
+        f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
+        f"Graph API       {env.get('META_GRAPH_URL', settings.META_GRAPH_URL)}"
+        + ("  (local sandbox: no Meta account needed)" if use_sandbox else ""),
+        "Ctrl-C stops everything.",
+    ])
+
+
+def run_supervised(procs: list[tuple[str, list[str]]], env: dict[str, str], *, cwd: Path,
+                   banner: list[str]) -> None:
+    """Start each process, stop them all when one exits or on Ctrl-C."""
+    running: list[tuple[str, subprocess.Popen]] = []
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        for name, cmd in procs:
+            running.append((name, subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)))
+        print("\n".join(["", *("  " + line for line in banner), ""]), flush=True)
+        while not stopping:
+            for name, proc in running:
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; stopping the rest", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        for _, proc in running:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ───────────────────────────── parser ─────────────────────────────
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="everreach-data", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply pending SQL migrations")
+    p.add_argument("--seed", action="store_true", help="also load the sample data")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("seed", help="load sample users, campaigns and user events")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("serve", help="run the receiver (webhooks, send and conversion endpoints)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=RECEIVER_PORT)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("sandbox", help="run the local Graph API simulator (a development tool)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=SANDBOX_PORT)
+    p.add_argument("--seed", type=int, default=42, help="seed for the synthetic accounts")
+    p.add_argument("--latency-ms", default="0", help="added latency per request, e.g. 30 or 20-50")
+    p.add_argument("--webhook-url", default=None, help="where to post signed status webhooks")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("dev", help="run everything: Postgres, sandbox, receiver, traffic, Dagster UI")
+    p.add_argument("--dagster-port", type=int, default=DAGSTER_PORT)
+    p.add_argument("--receiver-port", type=int, default=RECEIVER_PORT)
+    p.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
+    p.add_argument("--traffic-rate", type=float, default=1.0,
+                   help="sandbox webhook events per second posted to the receiver (0 = none)")
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("token", help="print a JWT for calling /api/v1 (signed with JWT_SECRET)")
+    p.add_argument("--sub", required=True, help="the operator's user id")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p.set_defaults(func=cmd_token)
+    return parser
+
+
+KNOWN_FAILURES: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable, MigrationError, EmbeddedPostgresError, PortInUse,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except KNOWN_FAILURES as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # configuration problems (e.g. a missing secret) raised as ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
