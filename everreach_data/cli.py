@@ -19,7 +19,7 @@ from pathlib import Path
 
 from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS, Settings, load_settings
 from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
-from everreach_data.db.embedded import EmbeddedPostgresError
+from everreach_data.db.embedded import EmbeddedPostgresError, start_embedded
 from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
 
 log = logging.getLogger("everreach_data")
@@ -124,6 +124,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             [(args.sandbox_port, "Graph API sandbox")] if use_sandbox else []):
         ensure_port_free("127.0.0.1", port, what)
 
+    embedded = start_embedded(settings.EVERREACH_HOME) if settings.uses_embedded_postgres else None
     app_url, dagster_url = database_urls(settings)
     applied = migrate(app_url)
     print(f"database: {redact(app_url)} ({'embedded' if settings.uses_embedded_postgres else 'DATABASE_URL'}); "
@@ -146,13 +147,18 @@ def cmd_dev(args: argparse.Namespace) -> None:
     if use_sandbox and args.traffic_rate > 0:
         procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
                                         "--rate", str(args.traffic_rate)]))
-    run_supervised(procs, env, cwd=PROJECT_ROOT, banner=[
-        f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
-        f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
-        f"Graph API       {env.get('META_GRAPH_URL', settings.META_GRAPH_URL)}"
-        + ("  (local sandbox: no Meta account needed)" if use_sandbox else ""),
-        "Ctrl-C stops everything.",
-    ])
+    try:
+        run_supervised(procs, env, cwd=PROJECT_ROOT, banner=[
+            f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
+            f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
+            f"Graph API       {env.get('META_GRAPH_URL', settings.META_GRAPH_URL)}"
+            + ("  (local sandbox: no Meta account needed)" if use_sandbox else ""),
+            "Ctrl-C stops everything.",
+        ])
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            print(f"embedded Postgres stopped; its data stays in {embedded.pgdata}", flush=True)
 
 
 def run_supervised(procs: list[tuple[str, list[str]]], env: dict[str, str], *, cwd: Path,

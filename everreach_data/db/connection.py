@@ -26,9 +26,18 @@ def database_urls(settings: Settings) -> tuple[str, str]:
     """(app URL, Dagster storage URL). Unset ``DATABASE_URL`` means the embedded server, started here."""
     if settings.DATABASE_URL is not None:
         url = settings.DATABASE_URL.get_secret_value()
-        return url, url
+        return url, sqlalchemy_url(url)
     embedded = start_embedded(settings.EVERREACH_HOME)
-    return embedded.url(APP_DATABASE), embedded.url(DAGSTER_DATABASE)
+    return embedded.url(APP_DATABASE), sqlalchemy_url(embedded.url(DAGSTER_DATABASE))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL with the psycopg2 driver named: dagster-postgres is built and tested on psycopg2, while
+    SQLAlchemy 2.1 would otherwise pick psycopg 3 for a bare ``postgresql://``."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
 
 
 def app_database_url(settings: Settings) -> str:

