@@ -195,7 +195,42 @@ def run_supervised(procs: list[tuple[str, list[str]]], env: dict[str, str], *, c
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def cmd_replay_webhooks(args: argparse.Namespace) -> None:
+    """Put stored webhook events back in the queue; processing them again changes nothing already right."""
+    from everreach_data.db.webhook_inbox import requeue
+    from everreach_data.meta.webhooks import OBJECT_PLATFORMS
+
+    url = database_urls(load_settings())[0]
+    migrate(url)
+    with connect(url, autocommit=True) as conn:
+        n = requeue(conn, statuses=args.status or ["done", "failed"], since=args.since, until=args.until,
+                    handled_objects=list(OBJECT_PLATFORMS))
+    print(f"re-queued {n} webhook events; webhook_events_sensor (or `dagster job execute -j "
+          f"process_webhook_events`) will process them")
+
+
+def cmd_traffic(args: argparse.Namespace) -> None:
+    """Signed, realistic Messenger/Instagram/WhatsApp webhook traffic at a chosen rate."""
+    import asyncio
+
+    from everreach_data.sandbox.traffic import post_traffic
+
+    secret = load_settings().secret("META_APP_SECRET") or SANDBOX_DEFAULTS["META_APP_SECRET"]
+    result = asyncio.run(post_traffic(args.url, secret, rate=args.rate, count=args.count, seed=args.seed))
+    print(f"traffic: posted {result['posted']}, 200 OK {result['ok']}, not OK {result['failed']}")
+
+
 # ───────────────────────────── parser ─────────────────────────────
+
+def _timestamp(value: str):
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="everreach-data", description=__doc__.splitlines()[0])
@@ -236,6 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sub", required=True, help="the operator's user id")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     p.set_defaults(func=cmd_token)
+    p = sub.add_parser("replay-webhooks", help="re-queue stored webhook events for processing")
+    p.add_argument("--since", type=_timestamp, help="received at or after (ISO 8601)")
+    p.add_argument("--until", type=_timestamp, help="received before (ISO 8601)")
+    p.add_argument("--status", action="append", choices=["done", "failed", "ignored", "pending", "processing"],
+                   help="only events in this status (repeatable; default done and failed)")
+    p.set_defaults(func=cmd_replay_webhooks)
+
+    p = sub.add_parser("traffic", help="post signed sandbox webhook traffic to a receiver")
+    p.add_argument("--url", required=True, help="the receiver's /api/webhooks/meta URL")
+    p.add_argument("--rate", type=float, default=1.0, help="bodies per second")
+    p.add_argument("--count", type=int, default=None, help="stop after this many (default: run forever)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_traffic)
     return parser
 
 

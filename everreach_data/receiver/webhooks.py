@@ -1,5 +1,216 @@
-"""Receiver routes for this surface (see the module's owner issue)."""
+"""``/api/webhooks/meta``: Meta's verification handshake and durable, deduplicated event intake.
 
+The POST hot path does only what must happen before Meta gets its 200: read the raw body (capped), verify
+``X-Hub-Signature-256`` over those exact bytes in constant time, check it is JSON with an ``object``, and
+commit it to ``meta_webhook_event``. Parsing is the ``process_webhook_events`` job's business.
+
+Concurrent requests share commits (group commit): while one INSERT … COMMIT is in flight, newly arrived
+bodies queue up and go in the next multi-row INSERT, so under load one fsync acknowledges many events.
+Each request still gets its 200 only after the commit that holds its row; a failed commit answers 503 to
+everyone in it (Meta retries, and the body hash makes a redelivery of an event that did land a no-op).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-routes: list[Route] = []
+from everreach_data.meta.webhooks import handled_object
+from everreach_data.receiver.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/webhooks/meta"
+SIGNATURE_HEADER = "x-hub-signature-256"
+#: Rows per INSERT when many requests wait for the same commit.
+MAX_GROUP = 256
+#: Commits in flight at once (each holds one pool connection).
+MAX_FLUSHERS = 4
+#: How long a request waits for a database connection before answering 503.
+CONNECTION_TIMEOUT_SECONDS = 5.0
+
+INSERT_EVENTS = """
+INSERT INTO meta_webhook_event (object, payload, body_sha256, status)
+SELECT * FROM unnest(%s::text[], %s::jsonb[], %s::bytea[], %s::text[])
+ON CONFLICT (body_sha256) DO NOTHING
+"""
+
+
+class StoreUnavailable(Exception):
+    """The database could not take the event; Meta should retry (503)."""
+
+
+class BodyNotStorable(Exception):
+    """Postgres refused this body (e.g. ``\\u0000`` or a lone surrogate in a string)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    object: str
+    body: str
+    sha256: bytes
+    status: str
+    done: asyncio.Future
+
+
+class GroupCommitWriter:
+    """Batches concurrent inserts into shared commits; see the module docstring."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self._queue: list[_Pending] = []
+        self._flushers = 0
+
+    async def store(self, obj: str, body: str, sha256: bytes, status: str) -> None:
+        item = _Pending(obj, body, sha256, status, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        if self._flushers < MAX_FLUSHERS:
+            self._flushers += 1
+            asyncio.create_task(self._flush_loop())
+        await item.done
+
+    async def _flush_loop(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                await self._commit_group(group)
+        finally:
+            self._flushers -= 1
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
+        try:
+            await self._insert(group)
+        except BodyNotStorable:
+            if len(group) == 1:
+                _settle(group[0], BodyNotStorable())
+                return
+            for item in group:  # isolate the body Postgres refused; the rest still land
+                try:
+                    await self._insert([item])
+                except Exception as exc:  # noqa: BLE001 - settled per request below
+                    _settle(item, exc)
+                else:
+                    _settle(item, None)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the requests' answer
+            for item in group:
+                _settle(item, exc)
+            return
+        for item in group:
+            _settle(item, None)
+
+    async def _insert(self, group: list[_Pending]) -> None:
+        try:
+            async with self._pool.connection(timeout=CONNECTION_TIMEOUT_SECONDS) as conn:
+                async with conn.transaction():
+                    await conn.execute(INSERT_EVENTS, ([g.object for g in group], [g.body for g in group],
+                                                       [g.sha256 for g in group], [g.status for g in group]))
+        except psycopg.DataError as exc:
+            raise BodyNotStorable(str(exc)) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+
+def _settle(item: _Pending, exc: BaseException | None) -> None:
+    if item.done.done():
+        return
+    if exc is None:
+        item.done.set_result(None)
+    else:
+        item.done.set_exception(exc)
+
+
+def _writer(request: Request) -> GroupCommitWriter:
+    state = request.app.state
+    writer = getattr(state, "webhook_writer", None)
+    if writer is None:
+        writer = state.webhook_writer = GroupCommitWriter(state.pool)
+    return writer
+
+
+# ───────────────────────────── handlers ─────────────────────────────
+
+async def verify_subscription(request: Request) -> Response:
+    """Meta's GET handshake: echo ``hub.challenge`` when mode is subscribe and the token matches."""
+    params = request.query_params
+    expected = request.app.state.settings.secret("META_WEBHOOK_VERIFY_TOKEN")
+    token = params.get("hub.verify_token", "")
+    if (params.get("hub.mode") != "subscribe" or not expected
+            or not hmac.compare_digest(token.encode(), expected.encode())):
+        raise ApiError(403, "verification failed: hub.mode must be subscribe and hub.verify_token must match")
+    challenge = params.get("hub.challenge")
+    if not challenge:
+        raise ApiError(400, "hub.challenge is required", field="hub.challenge")
+    return PlainTextResponse(challenge)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ApiError(400, "client disconnected before the body was complete") from exc
+    return b"".join(chunks)
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def receive_event(request: Request) -> Response:
+    """Verify, store, then 200. 401 unsigned, 403 bad signature, 413 too big, 400 not JSON, 503 no DB."""
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not signature:
+        raise ApiError(401, "X-Hub-Signature-256 header is missing", field=SIGNATURE_HEADER)
+    state = request.app.state
+    raw = await _read_capped(request, state.max_body_bytes)
+    expected = "sha256=" + hmac.new(state.app_secret, raw, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(signature.strip().lower().encode(), expected.encode()):
+        raise ApiError(403, "X-Hub-Signature-256 does not match the body", field=SIGNATURE_HEADER)
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    obj = body.get("object")
+    if not isinstance(obj, str) or not obj:
+        raise ApiError(400, "field object is required (a string such as page, instagram or "
+                            "whatsapp_business_account)", field="object")
+    status = "pending" if handled_object(obj) else "ignored"
+    try:
+        await _writer(request).store(obj, text, hashlib.sha256(raw).digest(), status)
+    except BodyNotStorable as exc:
+        raise ApiError(400, "request body cannot be stored (it contains \\u0000 or an unpaired surrogate)") from exc
+    except StoreUnavailable as exc:
+        log.warning("webhook not stored (%s); answering 503 so Meta retries", exc)
+        raise ApiError(503, "the event could not be stored; retry later", headers={"Retry-After": "5"}) from exc
+    except Exception as exc:  # noqa: BLE001 - never 200 an event we did not store
+        log.exception("webhook not stored")
+        raise ApiError(503, "the event could not be stored; retry later") from exc
+    return PlainTextResponse("EVENT_RECEIVED")
+
+
+routes: list[Route] = [
+    Route(PATH, verify_subscription, methods=["GET"], include_in_schema=False),
+    Route(PATH, receive_event, methods=["POST"], include_in_schema=False),
+]

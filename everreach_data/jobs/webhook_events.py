@@ -1,0 +1,335 @@
+"""Drain the webhook inbox into threads, messages, receipts and (via 001's trigger) policy windows.
+
+Plain functions first (:func:`drain`, :func:`process_batch`, :func:`apply_records`), testable without
+Dagster; the job ``process_webhook_events`` is a thin op over :func:`drain`.
+
+One batch = one transaction: set-based SQL over the batch's records (``jsonb_to_recordset``), plus the ack
+of exactly the events this run still owns. A database error in a batch is retried once whole (deadlocks
+between concurrent runs), then each event alone, so a poison event fails by itself after a few attempts
+and never blocks the others. A payload that does not parse fails at once: retrying cannot fix it.
+"""
+
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import psycopg
+
+from everreach_data.db import webhook_inbox as inbox
+from everreach_data.meta.webhooks import (
+    Deletion, Delivery, Message, Read, Record, Status, WebhookParseError, parse_webhook,
+)
+from everreach_data.resources import PostgresResource
+
+log = logging.getLogger(__name__)
+
+QUEUE_TAG = {"everreach/queue": "webhook_events"}
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_MAX_ATTEMPTS = 3
+
+# ───────────────────────────── set-based SQL ─────────────────────────────
+
+UPSERT_THREADS = """
+INSERT INTO conversation_thread AS t (platform, channel_id, participant_id, participant_name)
+SELECT DISTINCT ON (platform, channel_id, participant_id) platform, channel_id, participant_id, participant_name
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r (platform text, channel_id text, participant_id text, participant_name text)
+ORDER BY platform, channel_id, participant_id, participant_name NULLS LAST
+ON CONFLICT (platform, channel_id, participant_id) DO UPDATE
+    SET participant_name = EXCLUDED.participant_name, updated_at = now()
+    WHERE EXCLUDED.participant_name IS NOT NULL
+      AND t.participant_name IS DISTINCT FROM EXCLUDED.participant_name
+"""
+
+# Inbound replays change nothing. An echo of a message we sent (the sender's row already carries the mid)
+# updates that row (at least `sent`) instead of creating a duplicate; other echoes become outbound rows.
+INSERT_MESSAGES = """
+INSERT INTO conversation_message AS m (thread_id, platform, platform_message_id, direction, message_type,
+                                       content, payload, status, is_echo, reply_to_id, sent_at)
+SELECT t.thread_id, r.platform, r.mid, r.direction, r.message_type, r.content, r.payload,
+       CASE WHEN r.direction = 'inbound' THEN 'received' ELSE 'sent' END,
+       r.is_echo, r.reply_to_id, to_timestamp(r.ts / 1000.0)
+FROM (SELECT DISTINCT ON (platform, mid) *
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS x (platform text, channel_id text, participant_id text, mid text, direction text,
+                 message_type text, content text, payload jsonb, is_echo boolean, reply_to_id text, ts bigint)
+      ORDER BY platform, mid) r
+JOIN conversation_thread t
+  ON t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_id = r.participant_id
+ORDER BY r.platform, r.mid
+ON CONFLICT (platform, platform_message_id) DO UPDATE
+    SET status = 'sent', updated_at = now()
+    WHERE EXCLUDED.direction = 'outbound' AND m.direction = 'outbound'
+      AND message_status_rank(m.status) < message_status_rank('sent')
+"""
+
+# Per-message receipts (WhatsApp statuses, Messenger delivery mids, Instagram read.mid, deletions) are
+# stored unapplied, then applied to whichever of their messages exist; the rest wait for 020's triggers.
+INSERT_RECEIPTS = """
+INSERT INTO message_delivery_event (platform, platform_message_id, event_type, occurred_at, error_code,
+                                    error_title, payload)
+SELECT DISTINCT ON (platform, mid, event_type)
+       platform, mid, event_type, to_timestamp(ts / 1000.0), error_code, error_title, payload
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r (platform text, mid text, event_type text, ts bigint, error_code integer, error_title text,
+           payload jsonb)
+ORDER BY platform, mid, event_type, ts
+ON CONFLICT (platform, platform_message_id, event_type) WHERE platform_message_id IS NOT NULL DO NOTHING
+"""
+
+APPLY_RECEIPTS = """
+SELECT apply_pending_delivery_events(ARRAY(
+    SELECT m.message_id FROM conversation_message m
+    JOIN unnest(%(platforms)s::text[], %(mids)s::text[]) AS u (platform, mid)
+      ON m.platform = u.platform AND m.platform_message_id = u.mid
+    ORDER BY m.message_id))
+"""
+
+# Messenger watermarks: everything outbound in the thread sent at or before the watermark is delivered
+# (or read). Stored once per (thread, type, watermark); a replay inserts nothing and so updates nothing.
+APPLY_WATERMARKS = """
+WITH r AS (
+    SELECT DISTINCT ON (t.thread_id, x.event_type, x.watermark)
+           t.thread_id, x.platform, x.event_type, to_timestamp(x.watermark / 1000.0) AS watermark,
+           to_timestamp(x.ts / 1000.0) AS occurred_at
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS x (platform text, channel_id text, participant_id text, event_type text, watermark bigint, ts bigint)
+    JOIN conversation_thread t
+      ON t.platform = x.platform AND t.channel_id = x.channel_id AND t.participant_id = x.participant_id
+    ORDER BY t.thread_id, x.event_type, x.watermark, x.ts
+), ins AS (
+    INSERT INTO message_delivery_event (thread_id, platform, event_type, watermark, occurred_at, applied)
+    SELECT thread_id, platform, event_type, watermark, occurred_at, true FROM r
+    ON CONFLICT (thread_id, event_type, watermark) WHERE platform_message_id IS NULL DO NOTHING
+    RETURNING thread_id, event_type, watermark, occurred_at
+), w AS (
+    SELECT thread_id,
+           max(watermark) FILTER (WHERE event_type = 'delivered') AS delivered_wm,
+           min(occurred_at) FILTER (WHERE event_type = 'delivered') AS delivered_at,
+           max(watermark) FILTER (WHERE event_type = 'read') AS read_wm,
+           min(occurred_at) FILTER (WHERE event_type = 'read') AS read_at
+    FROM ins GROUP BY thread_id
+)
+UPDATE conversation_message m
+SET status = CASE WHEN m.sent_at <= w.read_wm THEN 'read' ELSE 'delivered' END,
+    delivered_at = LEAST(m.delivered_at, w.delivered_at,
+                         CASE WHEN m.sent_at <= w.read_wm THEN w.read_at END),
+    read_at = CASE WHEN m.sent_at <= w.read_wm THEN LEAST(m.read_at, w.read_at) ELSE m.read_at END,
+    updated_at = now()
+FROM w
+WHERE m.thread_id = w.thread_id AND m.direction = 'outbound' AND m.status IN ('sent', 'delivered')
+  AND (m.sent_at <= w.read_wm OR (m.status = 'sent' AND m.sent_at <= w.delivered_wm))
+"""
+
+
+# ───────────────────────────── records → rows ─────────────────────────────
+
+@dataclass(slots=True)
+class Rows:
+    """A batch's records flattened into the row shapes the statements above read."""
+
+    threads: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    watermarks: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: Record) -> None:
+        if isinstance(record, Message):
+            self.threads.append({"platform": record.platform, "channel_id": record.channel_id,
+                                 "participant_id": record.participant_id,
+                                 "participant_name": record.participant_name})
+            self.messages.append({
+                "platform": record.platform, "channel_id": record.channel_id,
+                "participant_id": record.participant_id, "mid": record.mid, "direction": record.direction,
+                "message_type": record.message_type, "content": record.text, "payload": record.raw,
+                "is_echo": record.is_echo, "reply_to_id": record.reply_to_id, "ts": record.timestamp_ms})
+        elif isinstance(record, Status):
+            error = record.errors[0] if record.errors else None
+            payload = {k: v for k, v in (
+                ("recipient_id", record.participant_id), ("channel_id", record.channel_id),
+                ("conversation", record.conversation), ("pricing", record.pricing),
+                ("biz_opaque_callback_data", record.biz_opaque_callback_data),
+                ("errors", [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
+                            for e in record.errors] or None)) if v is not None}
+            self.receipts.append({"platform": record.platform, "mid": record.mid, "event_type": record.status,
+                                  "ts": record.timestamp_ms, "error_code": error.code if error else None,
+                                  "error_title": (error.title or error.message) if error else None,
+                                  "payload": payload})
+        elif isinstance(record, Delivery):
+            for mid in record.mids:
+                self._receipt(record.platform, mid, "delivered", record.timestamp_ms)
+            self._watermark(record, "delivered", record.watermark_ms)
+        elif isinstance(record, Read):
+            if record.mid is not None:
+                self._receipt(record.platform, record.mid, "read", record.timestamp_ms)
+            if record.watermark_ms is not None:
+                self._watermark(record, "read", record.watermark_ms)
+        elif isinstance(record, Deletion):
+            self._receipt(record.platform, record.mid, "deleted", record.timestamp_ms)
+
+    def _receipt(self, platform: str, mid: str, event_type: str, ts: int) -> None:
+        self.receipts.append({"platform": platform, "mid": mid, "event_type": event_type, "ts": ts,
+                              "error_code": None, "error_title": None, "payload": {}})
+
+    def _watermark(self, record: Delivery | Read, event_type: str, watermark_ms: int) -> None:
+        self.threads.append({"platform": record.platform, "channel_id": record.channel_id,
+                             "participant_id": record.participant_id, "participant_name": None})
+        self.watermarks.append({"platform": record.platform, "channel_id": record.channel_id,
+                                "participant_id": record.participant_id, "event_type": event_type,
+                                "watermark": watermark_ms, "ts": record.timestamp_ms})
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
+    """Write ``records`` with a handful of set-based statements, in the caller's transaction."""
+    rows = Rows()
+    for record in records:
+        rows.add(record)
+    if rows.threads:
+        conn.execute(UPSERT_THREADS, {"rows": _json(rows.threads)})
+    if rows.messages:
+        conn.execute(INSERT_MESSAGES, {"rows": _json(rows.messages)})
+    if rows.receipts:
+        conn.execute(INSERT_RECEIPTS, {"rows": _json(rows.receipts)})
+        pairs = sorted({(r["platform"], r["mid"]) for r in rows.receipts})
+        conn.execute(APPLY_RECEIPTS, {"platforms": [p for p, _ in pairs], "mids": [m for _, m in pairs]})
+    if rows.watermarks:
+        conn.execute(APPLY_WATERMARKS, {"rows": _json(rows.watermarks)})
+    return rows
+
+
+# ───────────────────────────── batches and the drain loop ─────────────────────────────
+
+@dataclass(slots=True)
+class DrainStats:
+    batches: int = 0
+    claimed: int = 0
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    lost_lease: int = 0
+    messages: int = 0
+    receipts: int = 0
+    seconds: float = 0.0
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+_RETRYABLE_WHOLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def _process_owned(conn: psycopg.Connection, events: list[inbox.ClaimedEvent],
+                   parsed: dict[int, list[Record]], stats: DrainStats) -> None:
+    """One transaction: lock what we still own, write its records, ack it."""
+    with conn.transaction():
+        owned = inbox.lock_owned(conn, events)
+        stats.lost_lease += len(events) - len(owned)
+        mine = [e for e in events if e.webhook_event_id in owned]
+        rows = apply_records(conn, (r for e in mine for r in parsed[e.webhook_event_id]))
+        inbox.ack(conn, [e.webhook_event_id for e in mine])
+    stats.done += len(mine)
+    stats.messages += len(rows.messages)
+    stats.receipts += len(rows.receipts) + len(rows.watermarks)
+
+
+def process_batch(conn: psycopg.Connection, events: list[inbox.ClaimedEvent], stats: DrainStats, *,
+                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0) -> None:
+    """Parse and apply claimed ``events``; failures are recorded per event, never raised."""
+    parsed: dict[int, list[Record]] = {}
+    good: list[inbox.ClaimedEvent] = []
+    for event in events:
+        try:
+            parsed[event.webhook_event_id] = parse_webhook(event.payload).records
+            good.append(event)
+        except WebhookParseError as exc:
+            inbox.fail(conn, event, f"unparsable payload: {exc}", max_attempts=max_attempts, permanent=True)
+            stats.failed += 1
+    if not good:
+        return
+    for attempt in range(2):
+        try:
+            _process_owned(conn, good, parsed, stats)
+            return
+        except _RETRYABLE_WHOLE as exc:
+            log.info("batch of %d events hit %s; retrying", len(good), type(exc).__name__)
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                raise
+            log.warning("batch of %d events failed (%s); isolating the event(s) at fault", len(good), exc)
+            break
+    # Isolate: each event alone, so one poison event fails by itself.
+    for event in good:
+        try:
+            _process_owned(conn, [event], parsed, stats)
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                raise
+            inbox.fail(conn, event, f"{type(exc).__name__}: {str(exc).strip()}", max_attempts=max_attempts,
+                       backoff_seconds=backoff_seconds)
+            if event.attempts >= max_attempts:
+                stats.failed += 1
+            else:
+                stats.retried += 1
+
+
+def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None,
+          time_budget_seconds: float | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+          max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0) -> DrainStats:
+    """Claim and process batches until the queue is empty, ``max_batches`` or the time budget is reached.
+
+    ``conn`` must be in autocommit mode: claims and batches manage their own transactions.
+    """
+    stats = DrainStats()
+    started = time.perf_counter()
+    while max_batches is None or stats.batches < max_batches:
+        if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
+            break
+        events = inbox.claim(conn, limit=batch_size, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        if not events:
+            break
+        stats.batches += 1
+        stats.claimed += len(events)
+        process_batch(conn, events, stats, max_attempts=max_attempts, backoff_seconds=backoff_seconds)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def drain_url(url: str, **kwargs: Any) -> DrainStats:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return drain(conn, **kwargs)
+
+
+# ───────────────────────────── Dagster ─────────────────────────────
+
+class WebhookDrainConfig(dg.Config):
+    batch_size: int = DEFAULT_BATCH_SIZE
+    time_budget_seconds: float = 120.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+
+@dg.op(tags=QUEUE_TAG)
+def drain_webhook_events(context: dg.OpExecutionContext, config: WebhookDrainConfig,
+                         postgres: PostgresResource) -> dg.Output[None]:
+    """Drain the inbox until empty (or the time budget ends; the sensor launches another run)."""
+    with postgres.connect(autocommit=True) as conn:
+        stats = drain(conn, batch_size=config.batch_size, time_budget_seconds=config.time_budget_seconds,
+                      lease_seconds=config.lease_seconds, max_attempts=config.max_attempts)
+    context.log.info(f"webhook events: {stats.done} done, {stats.failed} failed, {stats.retried} to retry "
+                     f"in {stats.batches} batches ({stats.seconds:.2f} s)")
+    return dg.Output(None, metadata=stats.as_metadata())
+
+
+@dg.job(tags=QUEUE_TAG, description="Process stored Meta webhook events into threads, messages and receipts.")
+def process_webhook_events() -> None:
+    drain_webhook_events()

@@ -1,0 +1,296 @@
+"""Realistic, signed Meta webhook traffic for the receiver: ``everreach-data traffic --url … --rate …``.
+
+It produces what Meta produces, in Meta's wire formats, for the sandbox's Page, Instagram account and
+WhatsApp number (``SANDBOX_DEFAULTS``), so the system's own sends and this traffic share threads:
+Messenger and Instagram messages (text, quick replies, attachments, replies, story replies, shares),
+echoes, postbacks, reactions, deliveries with mids and millisecond watermarks, reads (watermark, and
+Instagram ``read.mid``), unsends; WhatsApp messages of every common type with the contact's profile name,
+and sent/delivered/read/failed statuses with conversation and pricing. Some bodies batch several entries
+or items, some are posted twice byte-for-byte (Meta's at-least-once delivery), and receipts are shuffled
+(a ``read`` may come before its ``delivered``, a status before its message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from everreach_data.config import SANDBOX_DEFAULTS
+
+PAGE_ID = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
+IG_ID = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]
+PHONE_NUMBER_ID = SANDBOX_DEFAULTS["WHATSAPP_PHONE_NUMBER_ID"]
+WABA_ID = SANDBOX_DEFAULTS["WABA_ID"]
+DISPLAY_PHONE = "15550001234"
+APP_ID = 263902037430900
+#: The sandbox's own known users (sandbox/messaging.py), so sends to them and this traffic share threads.
+KNOWN_USERS = {"messenger": "6789012345678901", "instagram": "8422491661125971", "whatsapp": "972987654321"}
+TEXTS = ["Hi! Is this still available?", "Size M please", "What are your opening hours?", "Thanks 👋",
+         "Can I change my delivery address?", "¿Tienen envío internacional?", "Great, order placed",
+         "When will it ship?", "I need help with my order", "ok"]
+NAMES = ["Ana Souza", "Test Name", "Jordan Lee", "Priya Patel", "Chen Wei", "Fatima Zahra", "Lukas Müller"]
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Meta's serialisation: compact, non-ASCII escaped (``\\uXXXX``), signed over exactly these bytes."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sign(secret: str | bytes, raw: bytes) -> dict[str, str]:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return {"X-Hub-Signature-256": "sha256=" + hmac.new(key, raw, hashlib.sha256).hexdigest(),
+            "Content-Type": "application/json"}
+
+
+@dataclass
+class TrafficGenerator:
+    """An endless, seeded stream of webhook payloads (dicts); see the module docstring."""
+
+    seed: int = 0
+    participants: int = 40
+    duplicate_rate: float = 0.05
+    rng: random.Random = field(init=False)
+    users: dict[str, list[str]] = field(init=False)
+    _counter: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.users = {
+            "messenger": [KNOWN_USERS["messenger"]] + [str(self.rng.randrange(10**15, 10**16))
+                                                       for _ in range(self.participants)],
+            "instagram": [KNOWN_USERS["instagram"]] + [str(self.rng.randrange(10**15, 10**16))
+                                                       for _ in range(self.participants)],
+            "whatsapp": [KNOWN_USERS["whatsapp"]] + [str(self.rng.randrange(10**10, 10**12))
+                                                     for _ in range(self.participants)],
+        }
+
+    # ── ids and clocks ──
+    def _id(self, prefix: str) -> str:
+        self._counter += 1
+        token = hashlib.blake2s(f"{self.seed}:{self._counter}".encode(), digest_size=18).hexdigest()
+        return f"{prefix}{token}"
+
+    @staticmethod
+    def _now_ms() -> int:
+        return int(time.time() * 1000)
+
+    def _user(self, platform: str) -> str:
+        return self.rng.choice(self.users[platform])
+
+    # ── Messenger / Instagram ──
+    def _page_envelope(self, obj: str, channel: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"object": obj, "entry": [{"id": channel, "time": self._now_ms(), "messaging": items}]}
+
+    def _inbound_item(self, platform: str, user: str, channel: str, ts: int) -> dict[str, Any]:
+        kind = self.rng.choice(["text", "text", "text", "quick_reply", "attachment", "reply", "extra"])
+        msg: dict[str, Any] = {"mid": self._id("m_" if platform == "messenger" else "aWdf")}
+        if kind == "text":
+            msg["text"] = self.rng.choice(TEXTS)
+        elif kind == "quick_reply":
+            msg.update(text="Size M", quick_reply={"payload": "SIZE_M"})
+        elif kind == "attachment":
+            atype = self.rng.choice(["image", "video", "file", "audio"])
+            msg["attachments"] = [{"type": atype, "payload": {"url": f"https://scontent.xx.fbcdn.net/v/{self._id('')}.jpg"}}]
+        elif kind == "reply":
+            msg.update(text=self.rng.choice(TEXTS), reply_to={"mid": self._id("m_prev")})
+        elif platform == "instagram":
+            if self.rng.random() < 0.5:
+                msg.update(text="Love this!", reply_to={"story": {"id": self._id("1803"),
+                                                                   "url": "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1"}})
+            else:
+                msg["attachments"] = [{"type": "share", "payload": {"url": "https://lookaside.fbsbx.com/share"}}]
+        else:
+            msg["text"] = self.rng.choice(TEXTS)
+        return {"sender": {"id": user}, "recipient": {"id": channel}, "timestamp": ts, "message": msg}
+
+    def _page_conversation(self, platform: str) -> list[dict[str, Any]]:
+        """Inbound, an echo, its delivery and read — receipts possibly out of order."""
+        obj, channel = ("page", PAGE_ID) if platform == "messenger" else ("instagram", IG_ID)
+        user = self._user(platform)
+        now = self._now_ms()
+        inbound = self._inbound_item(platform, user, channel, now - 3000)
+        echo_mid = self._id("m_" if platform == "messenger" else "aWdf")
+        echo = {"sender": {"id": channel}, "recipient": {"id": user}, "timestamp": now - 2000,
+                "message": {"mid": echo_mid, "is_echo": True, "app_id": APP_ID,
+                            "text": "Thanks, an agent will reply shortly."}}
+        payloads = [self._page_envelope(obj, channel, [inbound]), self._page_envelope(obj, channel, [echo])]
+        if platform == "messenger":
+            delivery = {"sender": {"id": user}, "recipient": {"id": channel},
+                        "delivery": {"mids": [echo_mid], "watermark": now - 1500}}
+            read = {"sender": {"id": user}, "recipient": {"id": channel}, "timestamp": now - 500,
+                    "read": {"watermark": now - 1500}}
+            receipts = [self._page_envelope(obj, channel, [delivery]), self._page_envelope(obj, channel, [read])]
+        else:
+            read = {"sender": {"id": user}, "recipient": {"id": channel}, "timestamp": now - 500,
+                    "read": {"mid": echo_mid}}
+            receipts = [self._page_envelope(obj, channel, [read])]
+        self.rng.shuffle(receipts)
+        if self.rng.random() < 0.2:  # a receipt before the echo it refers to
+            payloads.insert(1, receipts.pop())
+        return payloads + receipts
+
+    def _page_misc(self, platform: str) -> list[dict[str, Any]]:
+        obj, channel = ("page", PAGE_ID) if platform == "messenger" else ("instagram", IG_ID)
+        user = self._user(platform)
+        now = self._now_ms()
+        choice = self.rng.random()
+        if choice < 0.3:
+            item = {"sender": {"id": user}, "recipient": {"id": channel}, "timestamp": now,
+                    "postback": {"mid": self._id("m_pb"), "title": "Talk to an agent", "payload": "CARE_HELP"}}
+            return [self._page_envelope(obj, channel, [item])]
+        if choice < 0.5:
+            target = self._id("m_")
+            item = {"sender": {"id": user}, "recipient": {"id": channel}, "timestamp": now,
+                    "reaction": {"mid": target, "action": "react", "reaction": "love", "emoji": "❤"}}
+            return [self._page_envelope(obj, channel, [item])]
+        if choice < 0.7 and platform == "instagram":  # sent, then unsent
+            first = self._inbound_item(platform, user, channel, now - 1000)
+            unsend = {"sender": {"id": user}, "recipient": {"id": channel}, "timestamp": now,
+                      "message": {"mid": first["message"]["mid"], "is_deleted": True}}
+            return [self._page_envelope(obj, channel, [first]), self._page_envelope(obj, channel, [unsend])]
+        if choice < 0.8 and platform == "instagram":  # another app owns the thread
+            item = self._inbound_item(platform, user, channel, now)
+            return [{"object": obj, "entry": [{"id": channel, "time": now, "standby": [item]}]}]
+        # Batched: several entries, several items each.
+        entries = []
+        for _ in range(self.rng.randint(2, 3)):
+            items = [self._inbound_item(platform, self._user(platform), channel, now - self.rng.randint(0, 5000))
+                     for _ in range(self.rng.randint(1, 3))]
+            entries.append({"id": channel, "time": now, "messaging": items})
+        return [{"object": obj, "entry": entries}]
+
+    # ── WhatsApp ──
+    def _wa_envelope(self, values: list[dict[str, Any]]) -> dict[str, Any]:
+        changes = [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": DISPLAY_PHONE, "phone_number_id": PHONE_NUMBER_ID}, **v}}
+            for v in values]
+        return {"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": changes}]}
+
+    def _wa_message(self, wa_id: str, ts: int) -> dict[str, Any]:
+        kind = self.rng.choice(["text", "text", "text", "interactive", "button", "image", "reaction",
+                                "location", "referral"])
+        msg: dict[str, Any] = {"from": wa_id, "id": self._id("wamid.HBgM"), "timestamp": str(ts)}
+        if kind == "interactive":
+            msg.update(type="interactive", interactive={"type": "button_reply",
+                                                        "button_reply": {"id": "yes_ship", "title": "Yes"}})
+        elif kind == "button":
+            msg.update(type="button", button={"payload": "STOP_PROMO", "text": "Stop promotions"})
+        elif kind == "image":
+            msg.update(type="image", image={"mime_type": "image/jpeg", "sha256": "abc=", "id": self._id("")[:15],
+                                            "caption": "my receipt"})
+        elif kind == "reaction":
+            msg.update(type="reaction", reaction={"message_id": self._id("wamid.HBgM"), "emoji": "👍"})
+        elif kind == "location":
+            msg.update(type="location", location={"latitude": 38.7, "longitude": -9.1, "name": "Store",
+                                                  "address": "Rua Augusta 1"})
+        else:
+            msg.update(type="text", text={"body": self.rng.choice(TEXTS)})
+            if kind == "referral":
+                msg["referral"] = {"source_url": "https://fb.me/ad", "source_id": "120200", "source_type": "ad",
+                                   "headline": "Summer sale", "body": "Chat with us", "ctwa_clid": self._id("")}
+        if self.rng.random() < 0.2:
+            msg["context"] = {"from": DISPLAY_PHONE, "id": self._id("wamid.HBgM")}
+        return msg
+
+    def _wa_inbound(self) -> list[dict[str, Any]]:
+        now = int(time.time())
+        wa_ids = list({self._user("whatsapp") for _ in range(self.rng.randint(1, 3))})
+        contacts = [{"profile": {"name": self.rng.choice(NAMES)}, "wa_id": w} for w in wa_ids]
+        messages = [self._wa_message(w, now - self.rng.randint(0, 5)) for w in wa_ids]
+        return [self._wa_envelope([{"contacts": contacts, "messages": messages}])]
+
+    def _wa_statuses(self) -> list[dict[str, Any]]:
+        """Statuses for a message the business sent, in shuffled order; sometimes it fails instead."""
+        wa_id, wamid, now = self._user("whatsapp"), self._id("wamid.HBgM"), int(time.time())
+        base = {"id": wamid, "recipient_id": wa_id}
+        pricing = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+        conversation = {"id": self._id("")[:30], "expiration_timestamp": str(now + 86400),
+                        "origin": {"type": "utility"}}
+        if self.rng.random() < 0.1:
+            failed = {**base, "status": "failed", "timestamp": str(now), "errors": [{
+                "code": 131047, "title": "Re-engagement message", "message": "Re-engagement message",
+                "error_data": {"details": "Message failed to send because more than 24 hours have passed "
+                                          "since the customer last replied to this number."}}]}
+            return [self._wa_envelope([{"statuses": [failed]}])]
+        sent = {**base, "status": "sent", "timestamp": str(now - 2), "conversation": conversation,
+                "pricing": pricing, "biz_opaque_callback_data": f"order-{self.rng.randint(1, 9999)}"}
+        delivered = {**base, "status": "delivered", "timestamp": str(now - 1), "conversation": conversation,
+                     "pricing": pricing}
+        read = {**base, "status": "read", "timestamp": str(now)}
+        statuses = [sent, delivered, read]
+        self.rng.shuffle(statuses)
+        if self.rng.random() < 0.3:  # batched in one change
+            return [self._wa_envelope([{"statuses": statuses}])]
+        return [self._wa_envelope([{"statuses": [s]}]) for s in statuses]
+
+    # ── the stream ──
+    def scenario(self) -> list[dict[str, Any]]:
+        """One realistic burst of payloads (a conversation turn, a status sequence, a batch…)."""
+        r = self.rng.random()
+        if r < 0.25:
+            return self._page_conversation("messenger")
+        if r < 0.4:
+            return self._page_conversation("instagram")
+        if r < 0.5:
+            return self._page_misc(self.rng.choice(["messenger", "instagram"]))
+        if r < 0.75:
+            return self._wa_inbound()
+        return self._wa_statuses()
+
+    def bodies(self) -> Iterator[bytes]:
+        """Encoded bodies forever, with byte-identical redeliveries now and then."""
+        previous: bytes | None = None
+        while True:
+            for payload in self.scenario():
+                raw = encode(payload)
+                yield raw
+                if previous is not None and self.rng.random() < self.duplicate_rate:
+                    yield previous
+                previous = raw
+
+
+async def post_traffic(url: str, app_secret: str, *, rate: float, count: int | None = None, seed: int = 0,
+                       concurrency: int = 16) -> dict[str, int]:
+    """POST signed bodies to ``url`` at ``rate`` per second (``count`` of them, or forever)."""
+    gen = TrafficGenerator(seed=seed)
+    results = {"posted": 0, "ok": 0, "failed": 0}
+    interval = 1.0 / rate if rate > 0 else 0.0
+    sem = asyncio.Semaphore(concurrency)
+
+    async def send(client: httpx.AsyncClient, raw: bytes) -> None:
+        try:
+            response = await client.post(url, content=raw, headers=sign(app_secret, raw))
+            results["ok" if response.status_code == 200 else "failed"] += 1
+        except httpx.HTTPError:
+            results["failed"] += 1
+        finally:
+            sem.release()
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        tasks = set()
+        start = time.monotonic()
+        for raw in gen.bodies():
+            if count is not None and results["posted"] >= count:
+                break
+            due = start + results["posted"] * interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await sem.acquire()
+            results["posted"] += 1
+            task = asyncio.create_task(send(client, raw))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    return results
