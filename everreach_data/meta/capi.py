@@ -243,16 +243,21 @@ def batches(events: list[ServerEvent], size: int = MAX_EVENTS_PER_REQUEST) -> It
         yield events[start:start + size]
 
 
+def request_body(batch: list[ServerEvent], test_event_code: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"data": [e.wire() for e in batch]}
+    if test_event_code:
+        body["test_event_code"] = test_event_code
+    return body
+
+
+def batch_result(batch: list[ServerEvent], answer: Mapping[str, Any]) -> BatchResult:
+    return BatchResult(batch, int(answer.get("events_received", 0)), answer.get("fbtrace_id"),
+                       list(answer.get("messages") or []))
+
+
 def send_events(client: GraphClient, pixel_id: str, events: list[ServerEvent], *,
                 test_event_code: str | None = None) -> list[BatchResult]:
     """Send ``events`` in requests of at most 1000; raises :class:`GraphAPIError` for a rejected batch
     (Meta rejects all or nothing) after the client's own retries of transient failures."""
-    results = []
-    for batch in batches(events):
-        body: dict[str, Any] = {"data": [e.wire() for e in batch]}
-        if test_event_code:
-            body["test_event_code"] = test_event_code
-        answer = client.post(f"{pixel_id}/events", json=body)
-        results.append(BatchResult(batch, int(answer.get("events_received", 0)), answer.get("fbtrace_id"),
-                                   list(answer.get("messages") or [])))
-    return results
+    return [batch_result(batch, client.post(f"{pixel_id}/events", json=request_body(batch, test_event_code)))
+            for batch in batches(events)]

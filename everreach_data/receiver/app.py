@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from everreach_data.config import Settings
-from everreach_data.receiver import insights, messaging, webhooks
+from everreach_data.receiver import conversions, insights, messaging, webhooks
 from everreach_data.receiver.errors import ApiError, api_error_handler, http_error_handler
 
 schemas = SchemaGenerator(
@@ -57,6 +57,8 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
         try:
             yield
         finally:
+            for close in app.state.on_shutdown:
+                await close()
             await pool.close()
 
     routes = [
@@ -65,6 +67,7 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
         *webhooks.routes,
         *messaging.routes,
         *insights.routes,
+        *conversions.routes,
     ]
     app = Starlette(
         routes=routes,
@@ -73,6 +76,7 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.on_shutdown = []  # async closers (Graph API clients made on first use)
     app.state.app_secret = settings.META_APP_SECRET.get_secret_value().encode()
     app.state.jwt_secret = settings.JWT_SECRET.get_secret_value()
     app.state.max_body_bytes = settings.RECEIVER_MAX_BODY_BYTES
