@@ -153,8 +153,9 @@ class GraphClient:
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 data: Mapping[str, Any] | None = None, json: Any = None) -> JSON:
         attempt = 0
+        pause = self._policy.pause_before_call()
         while True:
-            self._pause(self._policy.pause_before_call())
+            self._pause(pause)
             try:
                 response = self._http.request(method, self._policy.url(path), params=params, data=data, json=json)
                 body = self._policy.check(response)
@@ -168,7 +169,7 @@ class GraphClient:
             wait = self._policy.wait_after(error, attempt)
             if wait is None:
                 raise error
-            self._pause(wait)
+            pause = wait  # the retry's wait already includes the usage pacing: do not wait it twice
             attempt += 1
 
     def get(self, path: str, **params: Any) -> JSON:
@@ -217,8 +218,8 @@ class AsyncGraphClient:
                       data: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True) -> JSON:
         """One call; with ``retry=False`` the first error is raised (callers that keep their own queue)."""
         attempt = 0
+        pause = self._policy.pause_before_call()
         while True:
-            pause = self._policy.pause_before_call()
             if pause > 0:
                 self.stats.paused_seconds += pause
                 await asyncio.sleep(pause)
@@ -236,8 +237,7 @@ class AsyncGraphClient:
             wait = self._policy.wait_after(error, attempt) if retry else None
             if wait is None:
                 raise error
-            self.stats.paused_seconds += wait
-            await asyncio.sleep(wait)
+            pause = wait  # the retry's wait already includes the usage pacing: do not wait it twice
             attempt += 1
 
     async def get(self, path: str, **params: Any) -> JSON:

@@ -422,7 +422,8 @@ def charge_buc(req: GraphRequest, object_id: str, use_case: str, *, now: float |
                               window_seconds=state.limits.window_seconds)
         ok = bucket.try_hit(now)
         entry = {"type": use_case, **_percents(bucket.percent(now)),
-                 "estimated_time_to_regain_access": _minutes(bucket.regain_seconds(now)),
+                 # Meta gives an estimate only once calls are being refused (0 while they still pass)
+                 "estimated_time_to_regain_access": 0 if ok else _minutes(bucket.regain_seconds(now)),
                  "ads_api_access_tier": "standard_access"}
     business_id = object_id.removeprefix("act_")
     req.headers["x-business-use-case-usage"] = json.dumps({business_id: [entry]})
