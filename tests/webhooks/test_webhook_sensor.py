@@ -1,0 +1,47 @@
+"""``webhook_events_sensor`` and ``process_webhook_events`` through Dagster's own test harness."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from everreach_data.jobs.webhook_events import QUEUE_TAG, process_webhook_events
+from everreach_data.resources import PostgresResource
+from everreach_data.sensors.webhook_events import next_request, webhook_events_sensor
+
+from . import payloads as p
+from .helpers import enqueue, message
+
+
+def _evaluate(instance: dg.DagsterInstance, db_url: str, cursor: str | None = None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"postgres": PostgresResource(url=db_url)})
+    return webhook_events_sensor(context), context
+
+
+def test_sensor_requests_a_tagged_run_only_when_events_wait(db_url, db):
+    with dg.instance_for_test() as instance:
+        result, _ = _evaluate(instance, db_url)
+        assert isinstance(result, dg.SkipReason)
+        enqueue(db, p.MESSENGER, p.WHATSAPP_TEXT)
+        request, context = _evaluate(instance, db_url)
+        assert isinstance(request, dg.RunRequest) and request.tags["everreach/queue"] == "webhook_events"
+        again, _ = _evaluate(instance, db_url, cursor=context.cursor)
+        assert again.run_key != request.run_key  # a new key per request (the in-flight cap dedupes)
+        assert webhook_events_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_sensor_never_exceeds_the_concurrent_run_limit():
+    assert isinstance(next_request(5000, 99, 2, None)[0], dg.SkipReason)
+    assert isinstance(next_request(10, 99, 1, None)[0], dg.SkipReason)      # the running one takes it
+    assert isinstance(next_request(5000, 99, 1, None)[0], dg.RunRequest)    # more than one batch waits
+    request, cursor = next_request(5000, 99, 0, "98:4")
+    assert request.run_key == "webhook-events-upto-99-5" and cursor == "99:5"
+
+
+def test_job_drains_the_inbox(db_url, db):
+    enqueue(db, p.MESSENGER, p.INSTAGRAM, p.WHATSAPP_TEXT)
+    result = process_webhook_events.execute_in_process(
+        resources={"postgres": PostgresResource(url=db_url)}, tags=QUEUE_TAG)
+    assert result.success
+    assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done'").fetchone()["n"] == 3
+    assert message(db, "m_EchoD")["status"] == "read"
