@@ -89,6 +89,13 @@ def cmd_sandbox(args: argparse.Namespace) -> None:
     run_sandbox(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from everreach_data.demo import run_demo
+
+    if not run_demo(load_settings(), seed=args.seed).ok:
+        raise SystemExit(1)
+
+
 def cmd_token(args: argparse.Namespace) -> None:
     from everreach_data.receiver.auth import issue_token
 
@@ -256,8 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=SANDBOX_PORT)
     p.add_argument("--seed", type=int, default=42, help="seed for the synthetic accounts")
     p.add_argument("--latency-ms", default="0", help="added latency per request, e.g. 30 or 20-50")
+    p.add_argument("--error-rate", type=float, default=0.0,
+                   help="share of Graph calls answered with a transient 500 (0-1), to exercise retries")
+    p.add_argument("--drop-rate", type=float, default=0.0,
+                   help="share of Graph calls whose connection is dropped without an answer (0-1)")
     p.add_argument("--webhook-url", default=None, help="where to post signed status webhooks")
     p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("demo", help="one end-to-end pass on the sandbox and embedded defaults, then a summary")
+    p.add_argument("--seed", type=int, default=42, help="seed for the sandbox's synthetic accounts")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("dev", help="run everything: Postgres, sandbox, receiver, traffic, Dagster UI")
     p.add_argument("--dagster-port", type=int, default=DAGSTER_PORT)
