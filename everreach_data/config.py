@@ -6,6 +6,7 @@ sandbox can build settings explicitly without touching the process environment.
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
     # Ads
     FB_ADS_ACCESS_TOKEN: SecretStr | None = None
     FB_ADS_ACCOUNT_ID: str | None = Field(default=None, description="comma-separated for several accounts")
+    ADS_LEVELS: str = "campaign,adset,ad"                  # insights levels ad_performance reads
+    ADS_CONVERSION_ACTION_TYPES: str | None = None         # comma-separated; unset = meta.insights' default
+    ADS_LOOKBACK_DAILY_DAYS: int = 3                       # re-pulled every day (the days before yesterday)
+    ADS_LOOKBACK_WEEKLY_DAYS: int = 28                     # re-pulled weekly: Meta restates up to 28 days
+    PARTITIONS_START_DATE: date = date(2025, 1, 1)         # first daily partition (clamped to Meta's 37 months)
     # Conversions API
     META_PIXEL_ID: str | None = None
     META_CONVERSIONS_API_TOKEN: SecretStr | None = None

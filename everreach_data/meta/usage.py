@@ -1,7 +1,8 @@
 """Meta's usage headers, read into one figure: how close to the limit we are and how long to wait.
 
 ``x-app-usage`` ``{"call_count", "total_cputime", "total_time"}`` (percent), ``x-ad-account-usage``
-``{"acc_id_util_pct", "reset_time_duration"}`` and ``x-business-use-case-usage``
+``{"acc_id_util_pct", "reset_time_duration"}`` (seconds; a wait once the account is at 100 %) and
+``x-business-use-case-usage``
 ``{"<business id>": [{"type", "call_count", "total_cputime", "total_time",
 "estimated_time_to_regain_access"}]}`` (minutes). Headers arrive on errors too and are read there as well.
 """
@@ -49,6 +50,8 @@ def parse_usage(headers: Mapping[str, str]) -> Usage:
     account = _load(headers.get("x-ad-account-usage"))
     if isinstance(account, dict):
         percents.append(_num(account.get("acc_id_util_pct")))
+        if _num(account.get("acc_id_util_pct")) >= 100:  # at the limit: the window resets in this many seconds
+            regain.append(_num(account.get("reset_time_duration")))
     buc = _load(headers.get("x-business-use-case-usage"))
     if isinstance(buc, dict):
         for entries in buc.values():

@@ -1,0 +1,404 @@
+"""The Marketing API's insights, read the way Meta recommends: async report runs, not one call per day.
+
+For each (ad account, level, date chunk) one ``POST /act_{id}/insights`` starts a report run with
+``time_increment=1`` (a row per object per day); several runs are polled at once with backoff
+(``GET /{report_run_id}``) and each finished run is paged (``GET /{report_run_id}/insights``, stopping when
+``paging.next`` is absent). A request Meta calls too large ("Please reduce the amount of data", 1/100 with
+subcode 1487534, or a failed job) is split — the date range halved first, then the campaign ids — and a page
+that is too large is fetched again at half the page size. Throttling is the client's (usage headers,
+``estimated_time_to_regain_access``, backoff with jitter). Permanent errors (expired token, missing
+permission, a bad field) stop the read with :class:`InsightsError`, whose message says what to fix.
+
+Rows are parsed here and nowhere else: Meta sends every metric as a string; money and rates become
+``Decimal`` and counts ``int``. ``conversions``/``conversion_value`` are summed from ``actions`` /
+``action_values`` over a list of action types (:data:`DEFAULT_CONVERSION_ACTION_TYPES`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from everreach_data.meta.client import GraphClient
+from everreach_data.meta.errors import ErrorKind, GraphAPIError
+
+LEVELS = ("campaign", "adset", "ad")
+
+#: Conversions counted by default: the leaf action types for purchases and leads, each counted once.
+#: - ``offsite_conversion.fb_pixel_purchase``: purchases on the website (Pixel / Conversions API);
+#: - ``onsite_conversion.purchase``: purchases in Facebook/Instagram shops;
+#: - ``offsite_conversion.fb_pixel_lead``: leads on the website;
+#: - ``onsite_conversion.lead_grouped``: instant-form leads (every lead form type, grouped once).
+#: Aggregates such as ``omni_purchase``, ``purchase`` and ``lead`` already contain these, so adding one of
+#: them to its parts would count the same conversion twice (:func:`check_action_types` refuses that).
+DEFAULT_CONVERSION_ACTION_TYPES: tuple[str, ...] = (
+    "offsite_conversion.fb_pixel_purchase",
+    "onsite_conversion.purchase",
+    "offsite_conversion.fb_pixel_lead",
+    "onsite_conversion.lead_grouped",
+)
+
+#: Aggregate action types and the leaf types they include (Meta's action-type hierarchy).
+AGGREGATE_ACTION_TYPES: dict[str, frozenset[str]] = {
+    "omni_purchase": frozenset({"purchase", "offsite_conversion.fb_pixel_purchase", "onsite_conversion.purchase",
+                                "app_custom_event.fb_mobile_purchase", "offline_conversion.purchase",
+                                "onsite_web_purchase", "onsite_web_app_purchase", "web_in_store_purchase"}),
+    "purchase": frozenset({"offsite_conversion.fb_pixel_purchase", "onsite_web_purchase",
+                           "onsite_web_app_purchase", "web_in_store_purchase"}),
+    "lead": frozenset({"offsite_conversion.fb_pixel_lead", "onsite_conversion.lead_grouped", "leadgen_grouped",
+                       "onsite_conversion.lead"}),
+    "omni_lead": frozenset({"lead", "offsite_conversion.fb_pixel_lead", "onsite_conversion.lead_grouped",
+                            "leadgen_grouped", "onsite_conversion.lead"}),
+    "onsite_conversion.lead_grouped": frozenset({"leadgen_grouped", "onsite_conversion.lead"}),
+}
+
+#: Fields asked for at each level (ids and names of the level and its parents; no action breakdowns).
+METRIC_FIELDS = ("account_currency", "objective", "spend", "impressions", "clicks", "reach", "frequency", "cpc",
+                 "cpm", "ctr", "actions", "action_values")
+LEVEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "campaign": ("campaign_id", "campaign_name", *METRIC_FIELDS),
+    "adset": ("campaign_id", "campaign_name", "adset_id", "adset_name", *METRIC_FIELDS),
+    "ad": ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name", *METRIC_FIELDS),
+}
+#: Every status, so paused, archived and deleted objects' past delivery is not silently dropped.
+ALL_STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED", "IN_PROCESS", "WITH_ISSUES", "CAMPAIGN_PAUSED",
+                "ADSET_PAUSED", "PENDING_REVIEW", "DISAPPROVED", "PREAPPROVED", "PENDING_BILLING_INFO")
+DONE, FAILED = "Job Completed", ("Job Failed", "Job Skipped")
+
+
+class InsightsError(RuntimeError):
+    """A read that cannot succeed by retrying; the message says what to fix (and keeps Meta's codes)."""
+
+    def __init__(self, message: str, cause: GraphAPIError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def check_action_types(types: Iterable[str]) -> tuple[str, ...]:
+    """The list, unchanged, unless it would double count: an aggregate together with a type it contains."""
+    chosen = tuple(dict.fromkeys(t.strip() for t in types if t.strip()))
+    for agg, parts in AGGREGATE_ACTION_TYPES.items():
+        overlap = sorted(parts & set(chosen)) if agg in chosen else []
+        if overlap:
+            raise ValueError(f"conversion action types {agg!r} and {', '.join(map(repr, overlap))} overlap: "
+                             f"{agg} already includes them, so the same conversions would be counted twice")
+    return chosen
+
+
+# ───────────────────────────── rows ─────────────────────────────
+
+@dataclass(frozen=True, slots=True)
+class InsightRow:
+    """One object's numbers for one day, typed. ``object_id`` is the id at ``level``."""
+
+    account_id: str
+    level: str
+    object_id: str
+    date: date
+    campaign_id: str
+    campaign_name: str | None
+    adset_id: str | None
+    adset_name: str | None
+    ad_id: str | None
+    ad_name: str | None
+    spend: Decimal
+    impressions: int
+    clicks: int
+    reach: int | None
+    frequency: Decimal | None
+    cpc: Decimal | None
+    cpm: Decimal | None
+    ctr: Decimal | None
+    conversions: Decimal
+    conversion_value: Decimal
+    currency: str | None
+    objective: str | None
+    actions: list[dict[str, Any]]
+    action_values: list[dict[str, Any]]
+
+
+def _decimal(raw: Mapping[str, Any], key: str) -> Decimal | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"insights field {key} is not a number: {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError(f"insights field {key} is not a finite number: {value!r}")
+    return number
+
+
+def _int(raw: Mapping[str, Any], key: str) -> int | None:
+    number = _decimal(raw, key)
+    return None if number is None else int(number)
+
+
+def sum_actions(items: Any, action_types: Sequence[str]) -> Decimal:
+    """The sum of ``value`` over ``[{action_type, value}]`` items whose type is in ``action_types``."""
+    wanted = set(action_types)
+    total = Decimal(0)
+    for item in items or ():
+        if isinstance(item, Mapping) and item.get("action_type") in wanted:
+            total += _decimal(item, "value") or 0
+    return total
+
+
+def parse_row(raw: Mapping[str, Any], *, account_id: str, level: str,
+              action_types: Sequence[str] = DEFAULT_CONVERSION_ACTION_TYPES) -> InsightRow:
+    """One insights row (``time_increment=1``) as Meta sends it, typed; ``ValueError`` names a bad field."""
+    id_key = f"{level}_id"
+    if not raw.get(id_key) or not raw.get("campaign_id"):
+        raise ValueError(f"insights row at level {level} has no {id_key}/campaign_id: {sorted(raw)}")
+    start, stop = raw.get("date_start"), raw.get("date_stop")
+    if not start or start != stop:
+        raise ValueError(f"insights row spans {start}..{stop}: expected one day (time_increment=1)")
+    actions = list(raw.get("actions") or [])
+    values = list(raw.get("action_values") or [])
+    return InsightRow(
+        account_id=account_id, level=level, object_id=str(raw[id_key]), date=date.fromisoformat(start),
+        campaign_id=str(raw["campaign_id"]), campaign_name=raw.get("campaign_name"),
+        adset_id=raw.get("adset_id"), adset_name=raw.get("adset_name"),
+        ad_id=raw.get("ad_id"), ad_name=raw.get("ad_name"),
+        spend=_decimal(raw, "spend") or Decimal(0), impressions=_int(raw, "impressions") or 0,
+        clicks=_int(raw, "clicks") or 0, reach=_int(raw, "reach"), frequency=_decimal(raw, "frequency"),
+        cpc=_decimal(raw, "cpc"), cpm=_decimal(raw, "cpm"), ctr=_decimal(raw, "ctr"),
+        conversions=sum_actions(actions, action_types), conversion_value=sum_actions(values, action_types),
+        currency=raw.get("account_currency"), objective=raw.get("objective"),
+        actions=actions, action_values=values,
+    )
+
+
+# ───────────────────────────── report runs ─────────────────────────────
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What one async report run asks for. ``campaign_ids`` narrows it after a split by ids."""
+
+    account_id: str
+    level: str
+    since: date
+    until: date
+    campaign_ids: tuple[str, ...] | None = None
+    attempt: int = 0
+
+    @property
+    def days(self) -> int:
+        return (self.until - self.since).days + 1
+
+    def describe(self) -> str:
+        ids = f", {len(self.campaign_ids)} campaigns" if self.campaign_ids else ""
+        return f"{self.account_id} level {self.level} {self.since}..{self.until}{ids}"
+
+
+@dataclass
+class InsightsOptions:
+    """How to read. ``chunk_days`` caps one report run's date range (Meta may still ask for less)."""
+
+    chunk_days: int = 31
+    page_size: int = 5000
+    max_in_flight: int = 6
+    poll_initial_seconds: float = 1.0
+    poll_factor: float = 1.5
+    poll_max_seconds: float = 30.0
+    job_timeout_seconds: float = 3600.0
+    action_types: tuple[str, ...] = DEFAULT_CONVERSION_ACTION_TYPES
+
+
+@dataclass
+class _Job:
+    request: ReportRequest
+    run_id: str
+    started: float
+    next_poll: float
+    delay: float
+
+
+@dataclass
+class ReadStats:
+    report_runs: int = 0
+    polls: int = 0
+    pages: int = 0
+    splits: int = 0
+    rows: dict[str, int] = field(default_factory=dict)   # level → rows read
+
+
+def chunks(since: date, until: date, days: int) -> list[tuple[date, date]]:
+    """``[since, until]`` cut into consecutive ranges of at most ``days`` days."""
+    out, start = [], since
+    while start <= until:
+        end = min(until, start + timedelta(days=max(1, days) - 1))
+        out.append((start, end))
+        start = end + timedelta(days=1)
+    return out
+
+
+def permanent_error(error: GraphAPIError, request: ReportRequest) -> InsightsError:
+    """The clear message for an error retrying will not fix."""
+    where = request.describe()
+    if error.kind is ErrorKind.AUTH:
+        msg = (f"Meta rejected the ads access token (FB_ADS_ACCESS_TOKEN) while reading {where}: {error}. "
+               "Generate a new system-user token with ads_read and set FB_ADS_ACCESS_TOKEN.")
+    elif error.kind is ErrorKind.PERMISSION:
+        msg = (f"The ads access token may not read {request.account_id}: {error}. Give the system user "
+               "ads_read on this ad account (Business Settings → Ad accounts) or remove it from FB_ADS_ACCOUNT_ID.")
+    elif error.kind is ErrorKind.INVALID:
+        msg = f"Meta refused the insights request for {where}: {error}. Check the account id and the fields asked for."
+    else:
+        msg = f"Reading insights for {where} failed: {error}"
+    return InsightsError(msg, error)
+
+
+class InsightsReader:
+    """Reads ``time_increment=1`` insights for accounts × levels × a date range through a :class:`GraphClient`."""
+
+    def __init__(self, client: GraphClient, options: InsightsOptions | None = None, *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.options = options or InsightsOptions()
+        self.options.action_types = check_action_types(self.options.action_types)
+        self.stats = ReadStats()
+        self._sleep, self._clock = sleep, clock
+        self._campaigns: dict[str, tuple[str, ...]] = {}
+
+    # ── planning and splitting ──
+
+    def plan(self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date) -> list[ReportRequest]:
+        bad = [lv for lv in levels if lv not in LEVELS]
+        if bad:
+            raise ValueError(f"unknown insights level(s) {bad}: choose from {', '.join(LEVELS)}")
+        return [ReportRequest(acct, level, a, b) for acct in accounts for level in levels
+                for a, b in chunks(since, until, self.options.chunk_days)]
+
+    def campaign_ids(self, account_id: str) -> tuple[str, ...]:
+        """Every campaign of the account (any status), for splitting a request by ids."""
+        if account_id not in self._campaigns:
+            params = {"fields": "id", "limit": 500,
+                      "filtering": json.dumps([{"field": "campaign.effective_status", "operator": "IN",
+                                                "value": list(ALL_STATUSES[:4])}])}
+            self._campaigns[account_id] = tuple(str(c["id"]) for c in
+                                                self.client.paginate(f"{account_id}/campaigns", params))
+        return self._campaigns[account_id]
+
+    def split(self, request: ReportRequest, error: GraphAPIError | str) -> list[ReportRequest]:
+        """Two smaller requests: half the days, else half the campaigns; InsightsError when neither is left."""
+        self.stats.splits += 1
+        if request.days > 1:
+            mid = request.since + timedelta(days=request.days // 2 - 1)
+            return [replace(request, until=mid, attempt=0),
+                    replace(request, since=mid + timedelta(days=1), attempt=0)]
+        ids = request.campaign_ids if request.campaign_ids is not None else self.campaign_ids(request.account_id)
+        if len(ids) > 1:
+            half = len(ids) // 2
+            return [replace(request, campaign_ids=ids[:half], attempt=0),
+                    replace(request, campaign_ids=ids[half:], attempt=0)]
+        raise InsightsError(f"Meta says one day of one campaign is too much data for {request.describe()} "
+                            f"({error}); ask for fewer fields or a coarser level.",
+                            error if isinstance(error, GraphAPIError) else None)
+
+    # ── the Graph calls ──
+
+    def _params(self, request: ReportRequest) -> dict[str, Any]:
+        filtering: list[dict[str, Any]] = [
+            {"field": f"{request.level}.effective_status", "operator": "IN", "value": list(ALL_STATUSES)}]
+        if request.campaign_ids is not None:
+            filtering.append({"field": "campaign.id", "operator": "IN", "value": list(request.campaign_ids)})
+        return {
+            "level": request.level,
+            "fields": ",".join(LEVEL_FIELDS[request.level]),
+            "time_range": json.dumps({"since": request.since.isoformat(), "until": request.until.isoformat()}),
+            "time_increment": "1",
+            "filtering": json.dumps(filtering),
+            "use_unified_attribution_setting": "true",
+        }
+
+    def _start(self, request: ReportRequest) -> _Job:
+        body = self.client.post(f"{request.account_id}/insights", data=self._params(request))
+        run_id = body.get("report_run_id") or body.get("id")
+        if not run_id:
+            raise InsightsError(f"Meta started no report run for {request.describe()}: {body}")
+        self.stats.report_runs += 1
+        now = self._clock()
+        return _Job(request, str(run_id), now, now + self.options.poll_initial_seconds,
+                    self.options.poll_initial_seconds)
+
+    def _pages(self, job: _Job) -> Iterator[dict[str, Any]]:
+        """The finished run's rows, page by page; a page Meta finds too large is asked again at half size."""
+        limit = self.options.page_size
+        params: dict[str, Any] = {"limit": limit}
+        while True:
+            try:
+                body = self.client.get(f"{job.run_id}/insights", **params)
+            except GraphAPIError as exc:
+                if exc.kind is ErrorKind.TOO_MUCH_DATA and limit > 1:
+                    limit = max(1, limit // 2)
+                    params["limit"] = limit
+                    continue
+                raise
+            self.stats.pages += 1
+            yield from body.get("data") or []
+            paging = body.get("paging") or {}
+            after = (paging.get("cursors") or {}).get("after")
+            if not paging.get("next") or not after:
+                return
+            params = {"limit": limit, "after": after}
+
+    # ── the loop ──
+
+    def read(self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date) -> Iterator[InsightRow]:
+        """Every row for the accounts × levels × days, as report runs finish (not in date order)."""
+        queue: deque[ReportRequest] = deque(self.plan(accounts, levels, since, until))
+        in_flight: list[_Job] = []
+        opts = self.options
+        while queue or in_flight:
+            while queue and len(in_flight) < opts.max_in_flight:
+                request = queue.popleft()
+                try:
+                    in_flight.append(self._start(request))
+                except GraphAPIError as exc:
+                    if exc.kind is not ErrorKind.TOO_MUCH_DATA:
+                        raise permanent_error(exc, request) from exc
+                    queue.extendleft(reversed(self.split(request, exc)))
+            if not in_flight:
+                continue
+            job = min(in_flight, key=lambda j: j.next_poll)
+            wait = job.next_poll - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            try:
+                status = self.client.get(job.run_id, fields="async_status,async_percent_completion")
+            except GraphAPIError as exc:
+                raise permanent_error(exc, job.request) from exc
+            self.stats.polls += 1
+            state = status.get("async_status")
+            if state == DONE:
+                in_flight.remove(job)
+                try:
+                    for raw in self._pages(job):
+                        row = parse_row(raw, account_id=job.request.account_id, level=job.request.level,
+                                        action_types=opts.action_types)
+                        self.stats.rows[row.level] = self.stats.rows.get(row.level, 0) + 1
+                        yield row
+                except GraphAPIError as exc:
+                    raise permanent_error(exc, job.request) from exc
+            elif state in FAILED:
+                in_flight.remove(job)
+                # Meta fails jobs that are too large as often as it refuses them up front: retry once, then split.
+                if job.request.attempt == 0:
+                    queue.appendleft(replace(job.request, attempt=1))
+                else:
+                    queue.extendleft(reversed(self.split(job.request, f"report run {job.run_id} {state}")))
+            elif self._clock() - job.started > opts.job_timeout_seconds:
+                raise InsightsError(f"report run {job.run_id} for {job.request.describe()} did not finish in "
+                                    f"{opts.job_timeout_seconds:.0f}s (last status {state!r}, "
+                                    f"{status.get('async_percent_completion')}%)")
+            else:
+                job.delay = min(opts.poll_max_seconds, job.delay * opts.poll_factor)
+                job.next_poll = self._clock() + job.delay
