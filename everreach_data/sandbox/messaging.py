@@ -1,5 +1,383 @@
-"""Sandbox surface: messaging (endpoints registered on `surface`; data built by its populator)."""
+"""Sandbox surface: the Send API (Messenger, Instagram) and the WhatsApp Cloud API messages endpoint.
 
-from everreach_data.sandbox.core import Surface
+It answers as Meta does, policy included: the 24-hour window (7 days with ``MESSAGE_TAG`` +
+``HUMAN_AGENT``; the retired tags fail with ``(#100) Invalid parameter``), unknown or unavailable users,
+per-Page send limits (613), WhatsApp throughput per phone number (130429) and the per-recipient pair rate
+(131056). After answering it posts what Meta would post to ``state.webhook_url``, signed with
+``state.app_secret``: an echo for Messenger/Instagram, ``sent → delivered → read`` statuses for WhatsApp —
+or ``failed`` (131047) for free-form WhatsApp outside the window, because WhatsApp accepts first and
+rejects later.
+
+Control routes (tests, CLI): ``POST /_sandbox/messaging/users`` sets users' last inbound time,
+``GET /_sandbox/messaging/sent`` lists accepted sends, ``POST /_sandbox/messaging/settings`` toggles echo
+and status webhooks and changes the limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_data.sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface
 
 surface = Surface("messaging")
+
+DAY = 86400.0
+RETIRED_TAGS = {"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"}
+APPROVED_TEMPLATES = {"hello_world", "order_update", "appointment_reminder", "shipping_update"}
+WA_FREE_FORM = {"text", "interactive", "image", "video", "audio", "document", "sticker", "reaction"}
+
+
+@dataclass
+class Settings:
+    echo: bool = True                 # Messenger/Instagram echo webhooks
+    statuses: bool = True             # WhatsApp status webhooks
+    read: bool = True                 # include `read` after `delivered`
+    whatsapp_mps: int = 80            # messages per second per phone number
+    pair_burst: int = 45              # messages to one recipient in a burst…
+    pair_interval: float = 6.0        # …then one per this many seconds
+    page_sends_per_second: int = 300  # Send API calls per second per Page / IG account
+
+
+@dataclass
+class User:
+    platform: str
+    id: str
+    last_inbound_at: float | None = None   # unix seconds of the user's last message to us
+    unavailable: bool = False              # Messenger 551 / WhatsApp 131026
+
+
+@dataclass
+class World:
+    settings: Settings = field(default_factory=Settings)
+    users: dict[tuple[str, str], User] = field(default_factory=dict)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    pairs: dict[tuple[str, str], list[float]] = field(default_factory=dict)   # [tokens, last refill]
+    webhooks_posted: int = 0
+    webhook_failures: int = 0
+    client: httpx.AsyncClient | None = None
+
+
+def world(state: SandboxState) -> World:
+    return state.extra.setdefault("messaging", World())
+
+
+@surface.populator
+def populate(state: SandboxState) -> None:
+    d = SANDBOX_DEFAULTS
+    for node_id, kind in ((d["MESSENGER_PAGE_ID"], "page"), (d["INSTAGRAM_USER_ID"], "ig_user"),
+                          (d["WHATSAPP_PHONE_NUMBER_ID"], "whatsapp_phone_number")):
+        state.nodes.setdefault(node_id, Node(node_id, kind))
+    w = world(state)
+    now = time.time()
+    for platform, uid in (("messenger", "6789012345678901"), ("instagram", "8422491661125971"),
+                          ("whatsapp", "972987654321")):
+        w.users[(platform, uid)] = User(platform, uid, last_inbound_at=now - 3600)
+
+
+# ───────────────────────────── limits ─────────────────────────────
+
+def _within_rate(state: SandboxState, key: str, limit: int) -> bool:
+    """Sliding one-second window; only accepted calls count against it."""
+    now = time.monotonic()
+    bucket = state.bucket(key, limit=limit, window_seconds=1.0)
+    with state.lock:
+        bucket.limit = limit
+        bucket.hit(now)
+        if bucket.over(now):
+            bucket.calls.pop()
+            return False
+    return True
+
+
+def _pair_ok(state: SandboxState, w: World, phone: str, wa_id: str) -> bool:
+    now = time.monotonic()
+    s = w.settings
+    with state.lock:
+        tokens, last = w.pairs.get((phone, wa_id), [float(s.pair_burst), now])
+        tokens = min(float(s.pair_burst), tokens + (now - last) / s.pair_interval)
+        if tokens < 1.0:
+            w.pairs[(phone, wa_id)] = [tokens, now]
+            return False
+        w.pairs[(phone, wa_id)] = [tokens - 1.0, now]
+    return True
+
+
+# ───────────────────────────── webhooks out ─────────────────────────────
+
+def sign(secret: str, body: bytes) -> dict[str, str]:
+    return {
+        "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+        "X-Hub-Signature": "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest(),
+        "Content-Type": "application/json",
+    }
+
+
+async def post_webhooks(state: SandboxState, payloads: list[dict[str, Any]]) -> None:
+    """Post each payload in order (statuses must not overtake each other), signed over the raw bytes."""
+    w = world(state)
+    if not state.webhook_url or not payloads:
+        return
+    if w.client is None:
+        w.client = httpx.AsyncClient(timeout=10.0)
+    for payload in payloads:
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            response = await w.client.post(state.webhook_url, content=raw, headers=sign(state.app_secret, raw))
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        with state.lock:
+            w.webhooks_posted += ok
+            w.webhook_failures += not ok
+
+
+def _ms(t: float) -> int:
+    return int(t * 1000)
+
+
+def echo_payload(platform: str, channel_id: str, recipient: str, mid: str, message: dict[str, Any],
+                 app_id: str, at: float) -> dict[str, Any]:
+    echo = {"mid": mid, "is_echo": True, "app_id": int(app_id)}
+    echo.update({k: v for k, v in message.items() if k in ("text", "metadata", "quick_replies")})
+    if "attachment" in message:
+        echo["attachments"] = [message["attachment"]]
+    return {"object": "page" if platform == "messenger" else "instagram",
+            "entry": [{"id": channel_id, "time": _ms(at), "messaging": [
+                {"sender": {"id": channel_id}, "recipient": {"id": recipient}, "timestamp": _ms(at),
+                 "message": echo}]}]}
+
+
+def status_payload(phone: str, status: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "whatsapp_business_account", "entry": [{"id": SANDBOX_DEFAULTS["WABA_ID"], "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001234", "phone_number_id": phone},
+            "statuses": [status]}}]}]}
+
+
+# ───────────────────────────── Messenger / Instagram ─────────────────────────────
+
+def _invalid(detail: str) -> GraphError:
+    return GraphError(100, "(#100) Invalid parameter", user_msg=detail, error_data={"details": detail})
+
+
+def _outside_window() -> GraphError:
+    return GraphError(10, "(#10) This message is sent outside of allowed window.", subcode=2018278,
+                      user_title="Message Not Sent",
+                      user_msg="This person isn't receiving messages from you right now.")
+
+
+@surface.route("POST", "page", "messages")
+@surface.route("POST", "ig_user", "messages")
+async def send_api(req: GraphRequest) -> JSONResponse:
+    state, w = req.state, world(req.state)
+    body = req.json if isinstance(req.json, dict) else {}
+    recipient = body.get("recipient") if isinstance(body.get("recipient"), dict) else {}
+    recipient_id = str(recipient.get("id") or "")
+    message = body.get("message") if isinstance(body.get("message"), dict) else None
+    messaging_type = body.get("messaging_type")
+    tag = body.get("tag")
+    if not recipient_id:
+        raise GraphError(100, "(#100) The parameter recipient is required")
+    if message is None:
+        raise GraphError(100, "(#100) The parameter message is required")
+    if messaging_type not in ("RESPONSE", "UPDATE", "MESSAGE_TAG"):
+        raise _invalid(f"messaging_type must be RESPONSE, UPDATE or MESSAGE_TAG, not {messaging_type!r}")
+    if messaging_type == "MESSAGE_TAG" and tag != "HUMAN_AGENT":
+        raise _invalid(f"tag {tag!r} is not a supported message tag"
+                       + (" (retired on 2026-04-27)" if tag in RETIRED_TAGS else ""))
+    if tag is not None and messaging_type != "MESSAGE_TAG":
+        raise _invalid("tag is only allowed with messaging_type MESSAGE_TAG")
+    if not message.get("text") and not message.get("attachment"):
+        raise _invalid("message must have text or attachment")
+    if len(message.get("text") or "") > 2000:
+        raise _invalid("message text must be at most 2000 characters")
+    if len(message.get("quick_replies") or []) > 13:
+        raise _invalid("at most 13 quick replies are allowed")
+
+    channel_id = req.node.id
+    user = w.users.get(("messenger", recipient_id)) or w.users.get(("instagram", recipient_id))
+    if user is None or (req.node.kind == "ig_user" and user.platform != "instagram"):
+        raise GraphError(100, "(#100) No matching user found", subcode=2018001)
+    if user.platform == "instagram":
+        channel_id = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]
+    if not _within_rate(state, f"messaging.page.{channel_id}", w.settings.page_sends_per_second):
+        raise GraphError(613, "(#613) Calls to this api have exceeded the rate limit.", status=400)
+    if user.unavailable:
+        raise GraphError(551, "This person isn't available right now.", subcode=1545041)
+    now = time.time()
+    age = now - user.last_inbound_at if user.last_inbound_at is not None else float("inf")
+    if age > (7 * DAY if tag == "HUMAN_AGENT" else DAY):
+        raise _outside_window()
+
+    mid = ("m_" if user.platform == "messenger" else "aWdfZAG1faXRlbToxOklHTWVzc2FnZA") + secrets.token_urlsafe(24)
+    with state.lock:
+        w.sent.append({"platform": user.platform, "channel_id": channel_id, "recipient_id": recipient_id,
+                       "message_id": mid, "request": body, "at": now})
+    state.count(f"messaging.sent.{user.platform}")
+    task = None
+    if w.settings.echo and state.webhook_url:
+        echo = echo_payload(user.platform, channel_id, recipient_id, mid, message, req.token.app_id, now)
+        task = BackgroundTask(post_webhooks, state, [echo])
+    return JSONResponse({"recipient_id": recipient_id, "message_id": mid}, background=task)
+
+
+# ───────────────────────────── WhatsApp ─────────────────────────────
+
+def _wa_invalid(detail: str, code: int = 100, message: str = "(#100) Invalid parameter") -> GraphError:
+    return GraphError(code, message, error_data={"messaging_product": "whatsapp", "details": detail})
+
+
+def _check_whatsapp_body(body: dict[str, Any]) -> str:
+    if body.get("messaging_product") != "whatsapp":
+        raise _wa_invalid("messaging_product must be 'whatsapp'",
+                          message="(#100) The parameter messaging_product is required.")
+    to = "".join(ch for ch in str(body.get("to") or "") if ch.isdigit())
+    if not 7 <= len(to) <= 15:
+        raise _wa_invalid("'to' must be a phone number with country code")
+    kind = body.get("type", "text")
+    if kind not in WA_FREE_FORM | {"template"}:
+        raise _wa_invalid(f"unknown message type {kind!r}")
+    content = body.get(kind)
+    if not isinstance(content, dict):
+        raise _wa_invalid(f"the parameter {kind} is required for type {kind}")
+    if kind == "text" and not content.get("body"):
+        raise _wa_invalid("text.body is required")
+    if kind == "template":
+        lang = content.get("language") if isinstance(content.get("language"), dict) else {}
+        if not content.get("name") or not lang.get("code"):
+            raise _wa_invalid("template.name and template.language.code are required")
+        if content["name"] not in APPROVED_TEMPLATES:
+            raise GraphError(132001, "(#132001) Template name does not exist in the translation",
+                             error_data={"messaging_product": "whatsapp",
+                                         "details": f"template name ({content['name']}) does not exist in "
+                                                    f"{lang['code']}"})
+    if kind in ("image", "video", "audio", "document", "sticker") and not (content.get("link") or content.get("id")):
+        raise _wa_invalid(f"{kind}.link or {kind}.id is required")
+    if kind == "interactive" and not (isinstance(content.get("action"), dict) and content.get("type")):
+        raise _wa_invalid("interactive.type and interactive.action are required")
+    return to
+
+
+def _statuses(w: World, phone: str, wamid: str, wa_id: str, body: dict[str, Any], at: float,
+              user: User | None) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {"id": wamid, "recipient_id": wa_id}
+    if body.get("biz_opaque_callback_data"):
+        base["biz_opaque_callback_data"] = body["biz_opaque_callback_data"]
+    in_window = user is not None and user.last_inbound_at is not None and at - user.last_inbound_at <= DAY
+    error = None
+    if body.get("type") != "template" and not in_window:
+        error = {"code": 131047, "title": "Re-engagement message", "message": "Re-engagement message",
+                 "error_data": {"details": "Message failed to send because more than 24 hours have passed "
+                                           "since the customer last replied to this number."}}
+    elif user is not None and user.unavailable:
+        error = {"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
+                 "error_data": {"details": "Message Undeliverable."}}
+    if error:
+        error["href"] = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+        return [{**base, "status": "failed", "timestamp": str(int(at) + 1), "errors": [error]}]
+    category = "utility" if body.get("type") == "template" else "service"
+    pricing = {"billable": category != "service", "pricing_model": "PMP", "category": category,
+               "type": "regular" if category != "service" else "free_customer_service"}
+    steps = ["sent", "delivered"] + (["read"] if w.settings.read else [])
+    return [{**base, "status": s, "timestamp": str(int(at) + i), "pricing": pricing} for i, s in enumerate(steps)]
+
+
+@surface.route("POST", "whatsapp_phone_number", "messages")
+async def whatsapp_send(req: GraphRequest) -> JSONResponse:
+    state, w = req.state, world(req.state)
+    body = req.json if isinstance(req.json, dict) else {}
+    if "whatsapp_business_messaging" not in req.token.scopes:
+        raise GraphError(10, "(#10) Application does not have permission for this action")
+    to = _check_whatsapp_body(body)
+    phone = req.node.id
+    if not _within_rate(state, f"messaging.wa.{phone}", w.settings.whatsapp_mps):
+        state.count("messaging.130429")
+        raise _wa_invalid("Cloud API message throughput has been reached.", code=130429,
+                          message="(#130429) Rate limit hit")
+    if not _pair_ok(state, w, phone, to):
+        state.count("messaging.131056")
+        raise _wa_invalid("Message failed to send because there were too many messages sent from this phone "
+                          "number to the same phone number in a short period of time.", code=131056,
+                          message="(#131056) (Business Account, Consumer Account) pair rate limit hit")
+    now = time.time()
+    wamid = "wamid." + secrets.token_urlsafe(30)
+    user = w.users.get(("whatsapp", to))
+    with state.lock:
+        w.sent.append({"platform": "whatsapp", "channel_id": phone, "recipient_id": to, "message_id": wamid,
+                       "request": body, "at": now})
+    state.count("messaging.sent.whatsapp")
+    task = None
+    if w.settings.statuses and state.webhook_url:
+        payloads = [status_payload(phone, s) for s in _statuses(w, phone, wamid, to, body, now, user)]
+        task = BackgroundTask(post_webhooks, state, payloads)
+    return JSONResponse({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": to}],
+                         "messages": [{"id": wamid, "message_status": "accepted"}]}, background=task)
+
+
+# ───────────────────────────── control routes ─────────────────────────────
+
+def _state(request: Request) -> SandboxState:
+    return request.app.state.sandbox
+
+
+async def control_users(request: Request) -> JSONResponse:
+    """``{"users": [{"platform", "id", "last_inbound_at" (unix s) | "last_inbound_ago" (s), "unavailable"}]}``."""
+    state = _state(request)
+    w = world(state)
+    body = await request.json()
+    now = time.time()
+    with state.lock:
+        for spec in body.get("users", []):
+            key = (spec["platform"], str(spec["id"]))
+            user = w.users.get(key) or User(*key)
+            if "last_inbound_ago" in spec:
+                user.last_inbound_at = None if spec["last_inbound_ago"] is None else now - float(spec["last_inbound_ago"])
+            if "last_inbound_at" in spec:
+                user.last_inbound_at = None if spec["last_inbound_at"] is None else float(spec["last_inbound_at"])
+            user.unavailable = bool(spec.get("unavailable", user.unavailable))
+            w.users[key] = user
+    return JSONResponse({"ok": True, "users": len(w.users)})
+
+
+async def control_sent(request: Request) -> JSONResponse:
+    w = world(_state(request))
+    q = request.query_params
+    sent = [s for s in list(w.sent)
+            if (not q.get("platform") or s["platform"] == q["platform"])
+            and (not q.get("recipient_id") or s["recipient_id"] == q["recipient_id"])]
+    return JSONResponse({"count": len(sent), "data": sent if q.get("summary") != "1" else [],
+                         "webhooks_posted": w.webhooks_posted, "webhook_failures": w.webhook_failures})
+
+
+async def control_settings(request: Request) -> JSONResponse:
+    w = world(_state(request))
+    if request.method == "POST":
+        body = await request.json()
+        if body.pop("reset_pairs", False):
+            w.pairs.clear()
+        for key, value in body.items():
+            if not hasattr(w.settings, key):
+                return JSONResponse({"error": f"unknown setting {key!r}"}, status_code=400)
+            setattr(w.settings, key, type(getattr(w.settings, key))(value))
+    return JSONResponse(asdict(w.settings))
+
+
+surface.control_routes += [
+    Route("/_sandbox/messaging/users", control_users, methods=["POST"]),
+    Route("/_sandbox/messaging/sent", control_sent, methods=["GET"]),
+    Route("/_sandbox/messaging/settings", control_settings, methods=["GET", "POST"]),
+]

@@ -1,0 +1,177 @@
+"""Meta's messaging wire formats, in one place: Send API (Messenger, Instagram) and WhatsApp Cloud API
+request bodies, their success responses, the codes that say what a failed send means, and the JSON paths
+that find our own messages again in raw webhooks (echo ``metadata`` / status ``biz_opaque_callback_data``
+carry the outbound job id, so a send whose outcome was lost can be reconciled without re-sending)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from everreach_data.meta.errors import ErrorKind, GraphAPIError
+
+PLATFORMS = ("messenger", "instagram", "whatsapp")
+MESSAGING_TYPES = ("RESPONSE", "UPDATE", "MESSAGE_TAG")
+#: Tags Meta retired on 2026-04-27: sends carrying them fail with (#100) Invalid parameter.
+RETIRED_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"})
+HUMAN_AGENT = "HUMAN_AGENT"
+MAX_QUICK_REPLIES = 13
+MESSENGER_ATTACHMENT_TYPES = ("image", "video", "audio", "file")
+WHATSAPP_MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+WHATSAPP_TYPES = ("text", "template", "interactive", *WHATSAPP_MEDIA_TYPES)
+
+
+def messenger_request(recipient_id: str, *, text: str | None = None,
+                      quick_replies: list[dict[str, Any]] | None = None,
+                      attachment: dict[str, Any] | None = None, messaging_type: str = "RESPONSE",
+                      tag: str | None = None) -> dict[str, Any]:
+    """A Send API body (Messenger and Instagram share it). ``attachment`` is ``{"type", "url"}``."""
+    message: dict[str, Any] = {}
+    if text is not None:
+        message["text"] = text
+    if attachment is not None:
+        message["attachment"] = {"type": attachment["type"],
+                                 "payload": {"url": attachment["url"], "is_reusable": True}}
+    if quick_replies:
+        message["quick_replies"] = [dict(q) for q in quick_replies]
+    body: dict[str, Any] = {"recipient": {"id": recipient_id}, "messaging_type": messaging_type,
+                            "message": message}
+    if tag:
+        body["tag"] = tag
+    return body
+
+
+def whatsapp_request(to: str, type: str, *, text: str | None = None, template: dict[str, Any] | None = None,
+                     interactive: dict[str, Any] | None = None, media: dict[str, Any] | None = None,
+                     preview_url: bool = False) -> dict[str, Any]:
+    """A Cloud API ``/{phone_number_id}/messages`` body. ``media`` is ``{"link", "caption"?, "filename"?}``."""
+    body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
+                            "type": type}
+    if type == "text":
+        body["text"] = {"preview_url": preview_url, "body": text}
+    elif type == "template":
+        body["template"] = template
+    elif type == "interactive":
+        body["interactive"] = interactive
+    else:
+        body[type] = {k: v for k, v in (media or {}).items() if v is not None}
+    return body
+
+
+def with_job_reference(platform: str, request: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """The request tagged with our job id where Meta hands it back: the echo's ``message.metadata``
+    (Messenger/Instagram) or every status webhook's ``biz_opaque_callback_data`` (WhatsApp)."""
+    tagged = dict(request)
+    if platform == "whatsapp":
+        tagged["biz_opaque_callback_data"] = job_id
+    else:
+        tagged["message"] = {**tagged.get("message", {}), "metadata": job_id}
+    return tagged
+
+
+def send_path(platform: str, channel_id: str) -> str:
+    """Where a send goes. Page-linked Instagram accounts send through the Page token's ``me/messages``."""
+    return "me/messages" if platform == "instagram" else f"{channel_id}/messages"
+
+
+def normalize_wa_id(to: str) -> str:
+    """``+1 (217) 799-6721`` → ``12177996721``: WhatsApp ids are the digits of the number."""
+    return re.sub(r"\D", "", to)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    message_id: str            # mid / wamid
+    recipient_id: str | None   # PSID / IGSID / wa_id as Meta resolved it
+    accepted_status: str | None = None   # WhatsApp: accepted | held_for_quality_assessment | paused
+
+
+def parse_send_response(platform: str, body: dict[str, Any]) -> SentMessage:
+    """Meta's id for the message we sent; a body without one is an error (nothing to reconcile with)."""
+    if platform == "whatsapp":
+        messages = body.get("messages") or []
+        contacts = body.get("contacts") or []
+        if not messages or not messages[0].get("id"):
+            raise GraphAPIError("WhatsApp answered 200 without messages[0].id")
+        return SentMessage(str(messages[0]["id"]), contacts[0].get("wa_id") if contacts else None,
+                           messages[0].get("message_status"))
+    if not body.get("message_id"):
+        raise GraphAPIError("Send API answered 200 without message_id")
+    return SentMessage(str(body["message_id"]), body.get("recipient_id"))
+
+
+# ───────────────────────────── what a failed send means ─────────────────────────────
+
+USER_UNAVAILABLE = frozenset({(100, 2018001), (551, None), (551, 1545041), (200, 1545041)})
+TEMPLATE_CODES = frozenset(range(132000, 132017)) | {131008, 131009, 131051, 131052, 131053}
+
+
+def plain_error(error: GraphAPIError) -> str:
+    """What a person should read about a failed send (Meta's own message follows in parentheses)."""
+    code, subcode, kind = error.code, error.subcode, error.kind
+    meta = f" (Meta: {error.message})"
+    if kind is ErrorKind.OUTSIDE_WINDOW:
+        if code in (131047, 470):
+            return "outside the 24-hour window: WhatsApp only accepts a template now" + meta
+        return ("outside the messaging window: the user has not written within 24 h (7 days for a human "
+                "agent with the HUMAN_AGENT tag)" + meta)
+    if (code, subcode) in USER_UNAVAILABLE or (code, None) in USER_UNAVAILABLE:
+        return "recipient unavailable: no matching user, or the person blocked or left the conversation" + meta
+    if code == 131026:
+        return "undeliverable: the number is not on WhatsApp or cannot receive this message" + meta
+    if code == 131050:
+        return "the user stopped marketing messages from this business" + meta
+    if code in TEMPLATE_CODES:
+        return "template problem: the template or its parameters do not match an approved template" + meta
+    if kind is ErrorKind.AUTH:
+        return "access token invalid or expired: the channel needs re-authorization" + meta
+    if kind is ErrorKind.PERMISSION:
+        return "permission missing for this send: the channel needs re-authorization" + meta
+    if kind in (ErrorKind.INVALID, ErrorKind.TOO_MUCH_DATA):
+        return "invalid parameter: Meta rejected the request" + meta
+    if kind is ErrorKind.THROTTLED:
+        return "rate limit reached; retried with backoff" + meta
+    if kind is ErrorKind.TRANSIENT:
+        return "temporary failure at Meta; retried with backoff" + meta
+    return "Meta rejected the message" + meta
+
+
+def outcome_unknown(error: GraphAPIError) -> bool:
+    """True when a send may have reached Meta although we got no answer (read timeout, dropped
+    connection): re-sending could duplicate it, so the job is reconciled instead. A refused or timed-out
+    *connect* never reached Meta and is safe to retry."""
+    if error.code is not None or error.http_status is not None:
+        return False
+    return not error.message.startswith(("ConnectError", "ConnectTimeout", "PoolTimeout"))
+
+
+# ───────────────────────────── finding our sends in raw webhooks ─────────────────────────────
+
+#: (job id, mid) for Messenger/Instagram echoes whose ``metadata`` names an unknown-outcome job.
+ECHO_BY_JOB_SQL = """
+SELECT j.job_id, e.mid
+FROM outbound_message_job j
+CROSS JOIN LATERAL (
+    SELECT m ->> 'mid' AS mid
+    FROM meta_webhook_event w,
+         jsonb_path_query(w.payload, '$.entry[*].messaging[*].message ? (@.is_echo == true)') AS m
+    WHERE w.object IN ('page', 'instagram') AND w.received_at >= j.created_at
+      AND m ->> 'metadata' = j.job_id::text
+    LIMIT 1) e
+WHERE j.status = 'unknown' AND j.platform IN ('messenger', 'instagram')
+"""
+
+#: (job id, wamid) for WhatsApp statuses whose ``biz_opaque_callback_data`` names an unknown-outcome job.
+STATUS_BY_JOB_SQL = """
+SELECT j.job_id, s.wamid
+FROM outbound_message_job j
+CROSS JOIN LATERAL (
+    SELECT st ->> 'id' AS wamid
+    FROM meta_webhook_event w,
+         jsonb_path_query(w.payload, '$.entry[*].changes[*].value.statuses[*]') AS st
+    WHERE w.object = 'whatsapp_business_account' AND w.received_at >= j.created_at
+      AND st ->> 'biz_opaque_callback_data' = j.job_id::text
+    LIMIT 1) s
+WHERE j.status = 'unknown' AND j.platform = 'whatsapp'
+"""
