@@ -11,6 +11,7 @@ import psycopg
 from everreach_data.config import load_settings
 from everreach_data.db.connection import app_database_url, connect
 from everreach_data.meta.client import GraphClient, RetryPolicy
+from everreach_data.meta.errors import ErrorKind, GraphAPIError
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -52,3 +53,25 @@ class GraphAPIResource(dg.ConfigurableResource):
         """A new client (one httpx connection pool); use it as a context manager."""
         return GraphClient(self.base_url(), self.access_token, timeout=self.timeout_seconds,
                            retry=RetryPolicy(max_attempts=self.max_attempts))
+
+
+HINTS = {
+    ErrorKind.AUTH: "the access token is invalid or expired: generate a new one and update {token}",
+    ErrorKind.PERMISSION: "the token in {token} lacks a permission this needs (see the runbook's token steps)",
+    ErrorKind.INVALID: "Meta rejected a parameter of the request",
+}
+
+
+@contextmanager
+def meta_failures(what: str, token: str) -> Iterator[None]:
+    """Turn Meta's permanent errors into a run failure that says what to do; transient ones propagate
+    (the client already retried them, and Dagster's run retries may try again)."""
+    try:
+        yield
+    except GraphAPIError as exc:
+        if exc.retryable:
+            raise
+        hint = HINTS.get(exc.kind, "").format(token=token)
+        raise dg.Failure(description=f"{what} failed: {exc}" + (f" — {hint}" if hint else ""),
+                         metadata={"meta_code": exc.code or 0, "meta_subcode": exc.subcode or 0,
+                                   "fbtrace_id": exc.fbtrace_id or ""}) from exc

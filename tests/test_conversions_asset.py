@@ -87,3 +87,17 @@ def test_events_older_than_seven_days_are_marked_not_sent(db, db_url, sandbox):
     assert httpx.get(f"{sandbox}/_sandbox/capi/events").json()["events"] == []
     statuses = {r["status"] for r in db.execute("SELECT status, error_message FROM meta_conversion_event")}
     assert statuses == {"failed"}
+
+
+def test_an_expired_token_fails_the_run_and_keeps_events_pending(db, db_url, sandbox):
+    day = day_start(1)
+    add_events(db, day)
+    result = dg.materialize(
+        [meta_conversion_event], partition_key=day.date().isoformat(), raise_on_error=False,
+        resources={"postgres": PostgresResource(url=db_url),
+                   "conversions_api": ConversionsAPIResource(access_token="revoked", pixel_id=PIXEL,
+                                                             graph_url=sandbox)})
+    assert not result.success
+    description = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+    assert "code 190" in description and "META_CONVERSIONS_API_TOKEN" in description
+    assert {r["status"] for r in db.execute("SELECT status FROM meta_conversion_event")} == {"pending"}

@@ -30,9 +30,9 @@ from everreach_data.meta.capi import (
     send_events,
 )
 from everreach_data.meta.client import GraphClient
-from everreach_data.meta.errors import GraphAPIError
+from everreach_data.meta.errors import ErrorKind, GraphAPIError
 from everreach_data.partitions import daily_partitions
-from everreach_data.resources import GraphAPIResource, PostgresResource
+from everreach_data.resources import GraphAPIResource, PostgresResource, meta_failures
 
 
 class ConversionsAPIResource(GraphAPIResource):
@@ -151,8 +151,8 @@ def send_pending(conn: psycopg.Connection, client: GraphClient, pixel_id: str, s
         try:
             results = send_events(client, pixel_id, [e for _, e in items], test_event_code=code)
         except GraphAPIError as exc:
-            if exc.retryable:
-                raise  # left pending: the next run (or a retry of this one) sends them
+            if exc.retryable or exc.kind in (ErrorKind.AUTH, ErrorKind.PERMISSION):
+                raise  # not the events' fault: left pending for the next run once the cause is fixed
             conn.execute(MARK_FAILED, {"ids": ids, "error": str(exc), "trace": exc.fbtrace_id})
             conn.commit()
             report.failed += len(ids)
@@ -207,7 +207,8 @@ def meta_conversion_event(context: dg.AssetExecutionContext, config: Conversions
     window = context.partition_time_window
     report = SyncReport()
     started = time.monotonic()
-    with postgres.connect() as conn, conversions_api.client() as client:
+    with meta_failures("sending conversion events", "META_CONVERSIONS_API_TOKEN"), postgres.connect() as conn, \
+            conversions_api.client() as client:
         report.collected, report.skipped_invalid = collect_app_events(
             conn, pixel_id, window.start, window.end, config.event_map, config.action_source)
         conn.commit()
@@ -231,3 +232,12 @@ def meta_conversion_event(context: dg.AssetExecutionContext, config: Conversions
                                 metadata={"sent": report.sent, "received": report.events_received}),
         ],
     )
+
+
+meta_conversions_job = dg.define_asset_job("meta_conversions_job", selection=[meta_conversion_event],
+                                           partitions_def=daily_partitions)
+
+meta_conversions_daily = dg.build_schedule_from_partitioned_job(
+    meta_conversions_job, name="meta_conversions_daily", hour_of_day=1, minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="yesterday's app conversions to the Conversions API, well inside Meta's 7-day limit")
