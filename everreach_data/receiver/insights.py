@@ -70,7 +70,8 @@ def parse_query(request: Request) -> dict[str, Any]:
     if start > end:
         raise ApiError(422, f"start_date {start} is after end_date {end}", field="start_date")
     if (end - start).days + 1 > MAX_DAYS:
-        raise ApiError(422, f"the range is longer than Meta keeps insights ({MAX_DAYS} days)", field="start_date")
+        raise ApiError(422, f"start_date: the range is longer than Meta keeps insights ({MAX_DAYS} days)",
+                       field="start_date")
     level = request.query_params.get("level") or "campaign"
     if level not in LEVELS:
         raise ApiError(422, f"level must be one of {', '.join(LEVELS)}, got {level!r}", field="level")
