@@ -30,7 +30,7 @@ TARGETS = {
     "bare": "/ok",
     "sandbox_get": f"/v24.0/{PAGE}?fields=id,name&access_token={TOKEN}",
     "sandbox_insights": f"/v24.0/{PAGE}/insights?metric=page_media_view,page_follows&period=day"
-                        f"&access_token={TOKEN}",
+    f"&access_token={TOKEN}",
 }
 
 
@@ -79,7 +79,9 @@ async def _worker(port: int, path: str, stop_at: float, counts: list[int]) -> No
 
 async def load(port: int, path: str, seconds: float, concurrency: int) -> tuple[float, int]:
     counts = [0, 0]
-    await asyncio.gather(*(_worker(port, path, time.perf_counter() + 0.5, [0, 0]) for _ in range(4)))  # warm-up
+    await asyncio.gather(
+        *(_worker(port, path, time.perf_counter() + 0.5, [0, 0]) for _ in range(4))
+    )  # warm-up
     started = time.perf_counter()
     await asyncio.gather(*(_worker(port, path, started + seconds, counts) for _ in range(concurrency)))
     return counts[0] / (time.perf_counter() - started), counts[1]
@@ -116,13 +118,22 @@ def main() -> None:
         return
     [(bare, bare_errors)] = measure("bare", [TARGETS["bare"]], args.seconds, args.concurrency)
     (get, get_errors), (insights, insights_errors) = measure(
-        "sandbox", [TARGETS["sandbox_get"], TARGETS["sandbox_insights"]], args.seconds, args.concurrency)
-    print(json.dumps({
-        "benchmark": "sandbox_throughput", "concurrency": args.concurrency, "seconds_each": args.seconds,
-        "bare_starlette_rps": round(bare), "sandbox_get_rps": round(get),
-        "sandbox_page_insights_rps": round(insights), "sandbox_get_vs_bare": round(get / bare, 2),
-        "non_200": bare_errors + get_errors + insights_errors,
-    }))
+        "sandbox", [TARGETS["sandbox_get"], TARGETS["sandbox_insights"]], args.seconds, args.concurrency
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "sandbox_throughput",
+                "concurrency": args.concurrency,
+                "seconds_each": args.seconds,
+                "bare_starlette_rps": round(bare),
+                "sandbox_get_rps": round(get),
+                "sandbox_page_insights_rps": round(insights),
+                "sandbox_get_vs_bare": round(get / bare, 2),
+                "non_200": bare_errors + get_errors + insights_errors,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

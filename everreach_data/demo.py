@@ -46,17 +46,25 @@ Step = Callable[[DemoContext], str]
 
 # ───────────────────────────── steps ─────────────────────────────
 
+
 def step_migrate(ctx: DemoContext) -> str:
     applied = migrate(ctx.db_url)
     return f"{redact(ctx.db_url)}: " + (f"applied {', '.join(applied)}" if applied else "schema up to date")
 
 
-TOKENS = ("MESSENGER_PAGE_TOKEN", "WHATSAPP_ACCESS_TOKEN", "FB_ADS_ACCESS_TOKEN", "META_CONVERSIONS_API_TOKEN")
+TOKENS = (
+    "MESSENGER_PAGE_TOKEN",
+    "WHATSAPP_ACCESS_TOKEN",
+    "FB_ADS_ACCESS_TOKEN",
+    "META_CONVERSIONS_API_TOKEN",
+)
 
 
 def step_tokens(ctx: DemoContext) -> str:
     """Ask /debug_token about every configured token, as an operator would before a first run."""
-    with GraphClient(ctx.settings.graph_base_url, app_token(ctx.settings.secret("META_APP_SECRET") or "")) as g:
+    with GraphClient(
+        ctx.settings.graph_base_url, app_token(ctx.settings.secret("META_APP_SECRET") or "")
+    ) as g:
         parts = []
         for name in TOKENS:
             data = g.get("/debug_token", input_token=ctx.settings.secret(name))["data"]
@@ -72,14 +80,21 @@ def step_organic_probe(ctx: DemoContext) -> str:
     yesterday = utc_today() - timedelta(days=1)
     window = {"since": yesterday.isoformat(), "until": utc_today().isoformat(), "period": "day"}
     with ctx.graph("MESSENGER_PAGE_TOKEN") as g:
-        page = g.get(f"/{ctx.settings.MESSENGER_PAGE_ID}/insights", metric="page_media_view,page_follows",
-                     **window)["data"]
-        media = list(g.paginate(f"/{ctx.settings.INSTAGRAM_USER_ID}/media",
-                                {"fields": "id,media_type", "since": yesterday.isoformat(), "limit": 50}))
+        page = g.get(
+            f"/{ctx.settings.MESSENGER_PAGE_ID}/insights", metric="page_media_view,page_follows", **window
+        )["data"]
+        media = list(
+            g.paginate(
+                f"/{ctx.settings.INSTAGRAM_USER_ID}/media",
+                {"fields": "id,media_type", "since": yesterday.isoformat(), "limit": 50},
+            )
+        )
     numbers = {m["name"]: m["values"][0]["value"] for m in page if m["values"]}
     ctx.results["organic_probe"] = numbers
-    return (f"Page {yesterday}: media views {numbers.get('page_media_view')}, followers "
-            f"{numbers.get('page_follows')}; Instagram media since yesterday: {len(media)}")
+    return (
+        f"Page {yesterday}: media views {numbers.get('page_media_view')}, followers "
+        f"{numbers.get('page_follows')}; Instagram media since yesterday: {len(media)}"
+    )
 
 
 STEPS: list[tuple[str, Step]] = [
@@ -90,6 +105,7 @@ STEPS: list[tuple[str, Step]] = [
 
 
 # ───────────────────────────── runner ─────────────────────────────
+
 
 def demo_settings(base: Settings, graph_url: str) -> Settings:
     """``base`` with every Meta setting replaced by the sandbox's (the database setting is kept)."""
@@ -104,16 +120,22 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(base: Settings, *, steps: list[tuple[str, Step]] | None = None, seed: int = 42,
-             out: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    base: Settings,
+    *,
+    steps: list[tuple[str, Step]] | None = None,
+    seed: int = 42,
+    out: Callable[[str], None] = print,
+) -> DemoResult:
     started = time.monotonic()
     state = build_state(seed=seed)
     lines: list[tuple[str, str]] = []
     with serve_in_background(state) as sandbox_url:
         settings = demo_settings(base, sandbox_url)
         out(f"EverReach Data demo — Graph API sandbox (a development tool) at {sandbox_url}, seed {seed}")
-        ctx = DemoContext(settings=settings, db_url=database_urls(settings)[0], sandbox_url=sandbox_url,
-                          sandbox=state)
+        ctx = DemoContext(
+            settings=settings, db_url=database_urls(settings)[0], sandbox_url=sandbox_url, sandbox=state
+        )
         for name, step in steps or STEPS:
             try:
                 line = step(ctx)

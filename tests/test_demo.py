@@ -20,13 +20,15 @@ def test_demo_runs_every_step_against_the_in_process_sandbox(empty_db_url: str) 
     result = run_demo(Settings(DATABASE_URL=empty_db_url), out=lines.append)  # type: ignore[arg-type]
     assert result.ok, lines
     assert [name for name, _ in result.lines] == [name for name, _ in STEPS]
-    assert lines[0].startswith("EverReach Data demo — Graph API sandbox (a development tool) at http://127.0.0.1:")
+    assert lines[0].startswith(
+        "EverReach Data demo — Graph API sandbox (a development tool) at http://127.0.0.1:"
+    )
     summary = dict(result.lines)
     assert "applied 001_core_schema" in summary["database"]
     assert summary["tokens"].count(" valid (") == 4 and "INVALID" not in summary["tokens"]
     assert "Page " in summary["organic (Graph API)"]
     assert lines[-1].startswith("done in ") and "Graph API calls" in lines[-1]
-    with psycopg.connect(empty_db_url) as conn:   # the demo really migrated the database it was given
+    with psycopg.connect(empty_db_url) as conn:  # the demo really migrated the database it was given
         assert conn.execute("SELECT to_regclass('public.ad_performance') IS NOT NULL").fetchone()[0]
 
 
@@ -36,8 +38,11 @@ def test_a_failing_step_stops_the_demo_with_its_name(db_url: str) -> None:
 
     later: list[str] = []
     lines: list[str] = []
-    result = run_demo(Settings(DATABASE_URL=db_url), steps=[("broken", broken), ("later", lambda c: later.append("x") or "")],
-                      out=lines.append)  # type: ignore[arg-type]
+    result = run_demo(
+        Settings(DATABASE_URL=db_url),
+        steps=[("broken", broken), ("later", lambda c: later.append("x") or "")],
+        out=lines.append,
+    )  # type: ignore[arg-type]
     assert not result.ok and result.lines == [("broken", "FAILED: RuntimeError: no luck")] and later == []
     assert lines[-1].startswith("stopped in ")
 
@@ -45,9 +50,14 @@ def test_a_failing_step_stops_the_demo_with_its_name(db_url: str) -> None:
 def test_sandbox_command_binds_loopback_says_it_is_a_dev_tool_and_takes_fault_flags() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in SANDBOX_DEFAULTS}
-    proc = subprocess.Popen([sys.executable, "-m", "everreach_data.cli", "sandbox", "--port", str(port),
-                             "--error-rate", "1.0"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "everreach_data.cli", "sandbox", "--port", str(port), "--error-rate", "1.0"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         banner = proc.stdout.readline()
         assert "a development tool, not Meta" in banner and "loopback only" in banner
@@ -55,13 +65,15 @@ def test_sandbox_command_binds_loopback_says_it_is_a_dev_tool_and_takes_fault_fl
         deadline = time.monotonic() + 20
         while True:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/v24.0/me",
-                              params={"access_token": SANDBOX_DEFAULTS["MESSENGER_PAGE_TOKEN"]})
+                r = httpx.get(
+                    f"http://127.0.0.1:{port}/v24.0/me",
+                    params={"access_token": SANDBOX_DEFAULTS["MESSENGER_PAGE_TOKEN"]},
+                )
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.05)
-        assert r.status_code == 500 and r.json()["error"]["is_transient"] is True   # --error-rate 1.0
+        assert r.status_code == 500 and r.json()["error"]["is_transient"] is True  # --error-rate 1.0
     finally:
         proc.terminate()
         proc.wait(timeout=10)

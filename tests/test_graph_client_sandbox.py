@@ -46,8 +46,14 @@ class Sleeps:
             time.sleep(min(seconds, self.real_cap))
 
 
-def client(url: str, token: str = TOKEN, *, sleep: Sleeps | None = None, timeout: float = 5.0,
-           retry: RetryPolicy = FAST) -> GraphClient:
+def client(
+    url: str,
+    token: str = TOKEN,
+    *,
+    sleep: Sleeps | None = None,
+    timeout: float = 5.0,
+    retry: RetryPolicy = FAST,
+) -> GraphClient:
     return GraphClient(f"{url}/v24.0", token, timeout=timeout, retry=retry, seed=1, sleep=sleep or Sleeps())
 
 
@@ -58,7 +64,7 @@ def test_retries_5xx_drops_and_timeouts(kind: str) -> None:
     with serve(build_app(state)) as url, client(url, timeout=0.5) as graph:
         body = graph.get(f"/{PAGE}", fields="id,name")
         assert body["id"] == PAGE
-        assert graph.stats.calls == 3 and graph.stats.retries == 2   # two failures, then the answer
+        assert graph.stats.calls == 3 and graph.stats.retries == 2  # two failures, then the answer
         assert state.counters[f"fault.{kind}"] == 2
 
 
@@ -72,10 +78,13 @@ def test_gives_up_after_max_attempts_with_a_typed_error() -> None:
         assert state.counters["fault.status"] == FAST.max_attempts
 
 
-@pytest.mark.parametrize(("token", "params", "kind", "code"), [
-    ("bad-token", {}, ErrorKind.AUTH, 190),
-    (TOKEN, {"metric": "page_impressions_unique"}, ErrorKind.INVALID, 100),
-])
+@pytest.mark.parametrize(
+    ("token", "params", "kind", "code"),
+    [
+        ("bad-token", {}, ErrorKind.AUTH, 190),
+        (TOKEN, {"metric": "page_impressions_unique"}, ErrorKind.INVALID, 100),
+    ],
+)
 def test_does_not_retry_190_or_100(token: str, params: dict, kind: ErrorKind, code: int) -> None:
     state = build_state()
     with serve(build_app(state)) as url, client(url, token) as graph:
@@ -103,7 +112,7 @@ def test_paginate_follows_next_and_stops_when_absent() -> None:
         before = state.counters["requests"]
         posts = list(graph.paginate(f"/{PAGE}/posts", {"limit": 25, "since": since}))
         assert [p["id"] for p in posts] == [p["id"] for p in everything["data"]]
-        assert state.counters["requests"] - before == -(-len(posts) // 25)   # one request per page, no extra
+        assert state.counters["requests"] - before == -(-len(posts) // 25)  # one request per page, no extra
 
 
 def test_paces_as_app_usage_rises() -> None:
@@ -136,14 +145,16 @@ def test_throttled_call_waits_metas_regain_estimate_once_then_succeeds() -> None
     state = build_state(limits=Limits(buc_calls=2, window_seconds=0.5))
     sleeps = Sleeps(real_cap=0.6)
     no_pacing = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_max=0.01, pace_from=100)
-    with serve(create_sandbox_app(state, [*SURFACES, probe])) as url, \
-            client(url, sleep=sleeps, retry=no_pacing) as graph:
+    with (
+        serve(create_sandbox_app(state, [*SURFACES, probe])) as url,
+        client(url, sleep=sleeps, retry=no_pacing) as graph,
+    ):
         graph.get("/biz_1")
         graph.get("/biz_1")
-        body = graph.get("/biz_1")      # throttled (80004), waits Meta's estimate, then succeeds
+        body = graph.get("/biz_1")  # throttled (80004), waits Meta's estimate, then succeeds
         assert body == {"id": "biz_1"}
         assert graph.stats.throttled == 1 and state.counters["throttled.buc.ads_management"] == 1
-    assert sleeps.calls == [60.0]       # estimated_time_to_regain_access is 1 minute; waited once, not twice
+    assert sleeps.calls == [60.0]  # estimated_time_to_regain_access is 1 minute; waited once, not twice
 
 
 def test_pacing_alone_avoids_the_throttle() -> None:
@@ -153,7 +164,7 @@ def test_pacing_alone_avoids_the_throttle() -> None:
         for _ in range(3):
             graph.get("/biz_1")
         assert graph.stats.throttled == 0 and "throttled.buc.ads_management" not in state.counters
-    assert sleeps.calls and sleeps.calls[0] == FAST.pace_max_pause   # at 100 % it paused before calling
+    assert sleeps.calls and sleeps.calls[0] == FAST.pace_max_pause  # at 100 % it paused before calling
 
 
 def test_async_client_retries_and_does_not_retry_190() -> None:

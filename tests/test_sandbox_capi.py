@@ -37,8 +37,11 @@ def website_event(**overrides) -> dict:
             "fbc": "fb.1.1554763741205.AbCdEfGhIjKlMnOpQrStUvWxYz1234567890",
             "fbp": "fb.1.1558571054389.1098115397",
         },
-        "custom_data": {"currency": "usd", "value": 123.45,
-                        "contents": [{"id": "product123", "quantity": 1, "delivery_category": "home_delivery"}]},
+        "custom_data": {
+            "currency": "usd",
+            "value": 123.45,
+            "contents": [{"id": "product123", "quantity": 1, "delivery_category": "home_delivery"}],
+        },
     }
     event.update(overrides)
     return event
@@ -68,8 +71,9 @@ def rejected(response: httpx.Response) -> dict:
 
 
 def test_metas_example_event_accepted_with_test_event_code(url: str) -> None:
-    r = httpx.post(url, params={"access_token": TOKEN},
-                   json={"data": [website_event()], "test_event_code": "TEST12345"})
+    r = httpx.post(
+        url, params={"access_token": TOKEN}, json={"data": [website_event()], "test_event_code": "TEST12345"}
+    )
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"events_received", "messages", "fbtrace_id"}
@@ -90,7 +94,9 @@ def test_sdk_form_encoding_with_json_string_events(url: str) -> None:
 def test_one_invalid_event_rejects_the_whole_batch(url: str) -> None:
     bad = website_event(event_id="bad")
     del bad["event_name"]
-    r = httpx.post(url, params={"access_token": TOKEN}, json={"data": [website_event(), bad, website_event()]})
+    r = httpx.post(
+        url, params={"access_token": TOKEN}, json={"data": [website_event(), bad, website_event()]}
+    )
     err = rejected(r)
     assert "event_name" in err["error_user_msg"] and "event 1" in err["error_user_msg"]
     assert received(url)["events"] == []
@@ -109,22 +115,26 @@ def test_future_and_millisecond_times_rejected(url: str) -> None:
     ok_skew = website_event(event_time=int(time.time()) + 30)
     assert httpx.post(url, params={"access_token": TOKEN}, json={"data": [ok_skew]}).status_code == 200
     for when in (int(time.time()) + 600, int(time.time() * 1000)):
-        err = rejected(httpx.post(url, params={"access_token": TOKEN},
-                                  json={"data": [website_event(event_time=when)]}))
+        err = rejected(
+            httpx.post(url, params={"access_token": TOKEN}, json={"data": [website_event(event_time=when)]})
+        )
         assert "future" in err["error_user_msg"]
 
 
-@pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda e: e.pop("action_source"), "action_source"),
-    (lambda e: e.pop("event_time"), "event_time"),
-    (lambda e: e.pop("event_source_url"), "event_source_url"),
-    (lambda e: e["user_data"].pop("client_user_agent"), "client_user_agent"),
-    (lambda e: e["user_data"].update(em=["joe@eg.com"]), "user_data.em"),
-    (lambda e: e["user_data"].update(ph="+1 234 567"), "user_data.ph"),
-    (lambda e: e.update(action_source="chat", user_data={}), "customer information"),
-    (lambda e: e.update(action_source="shop"), "action_source"),
-    (lambda e: e["custom_data"].pop("currency"), "currency"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda e: e.pop("action_source"), "action_source"),
+        (lambda e: e.pop("event_time"), "event_time"),
+        (lambda e: e.pop("event_source_url"), "event_source_url"),
+        (lambda e: e["user_data"].pop("client_user_agent"), "client_user_agent"),
+        (lambda e: e["user_data"].update(em=["joe@eg.com"]), "user_data.em"),
+        (lambda e: e["user_data"].update(ph="+1 234 567"), "user_data.ph"),
+        (lambda e: e.update(action_source="chat", user_data={}), "customer information"),
+        (lambda e: e.update(action_source="shop"), "action_source"),
+        (lambda e: e["custom_data"].pop("currency"), "currency"),
+    ],
+)
 def test_invalid_events(url: str, mutate, needle: str) -> None:
     event = website_event()
     mutate(event)
@@ -133,19 +143,36 @@ def test_invalid_events(url: str, mutate, needle: str) -> None:
 
 
 def test_non_web_event_needs_only_an_identifier(url: str) -> None:
-    event = {"event_name": "Lead", "event_time": int(time.time()), "action_source": "business_messaging",
-             "messaging_channel": "whatsapp", "user_data": {"external_id": [sha("user-1")]}}
+    event = {
+        "event_name": "Lead",
+        "event_time": int(time.time()),
+        "action_source": "business_messaging",
+        "messaging_channel": "whatsapp",
+        "user_data": {"external_id": [sha("user-1")]},
+    }
     assert httpx.post(url, params={"access_token": TOKEN}, json={"data": [event]}).status_code == 200
     ip_only = {**event, "user_data": {"client_ip_address": "1.2.3.4"}}
-    assert "customer information" in rejected(httpx.post(url, params={"access_token": TOKEN},
-                                                         json={"data": [ip_only]}))["error_user_msg"]
+    assert (
+        "customer information"
+        in rejected(httpx.post(url, params={"access_token": TOKEN}, json={"data": [ip_only]}))[
+            "error_user_msg"
+        ]
+    )
 
 
 def test_batch_size_limit_is_1000(url: str) -> None:
-    event = {"event_name": "Lead", "event_time": int(time.time()), "action_source": "chat",
-             "user_data": {"external_id": "u"}}
-    assert httpx.post(url, params={"access_token": TOKEN},
-                      json={"data": [event] * 1000}).json()["events_received"] == 1000
+    event = {
+        "event_name": "Lead",
+        "event_time": int(time.time()),
+        "action_source": "chat",
+        "user_data": {"external_id": "u"},
+    }
+    assert (
+        httpx.post(url, params={"access_token": TOKEN}, json={"data": [event] * 1000}).json()[
+            "events_received"
+        ]
+        == 1000
+    )
     err = rejected(httpx.post(url, params={"access_token": TOKEN}, json={"data": [event] * 1001}))
     assert "1000" in err["message"]
     assert rejected(httpx.post(url, params={"access_token": TOKEN}, json={"data": []}))
@@ -153,7 +180,9 @@ def test_batch_size_limit_is_1000(url: str) -> None:
 
 
 def test_unknown_pixel_is_100_33(base: str) -> None:
-    r = httpx.post(f"{base}/v24.0/123456/events", params={"access_token": TOKEN}, json={"data": [website_event()]})
+    r = httpx.post(
+        f"{base}/v24.0/123456/events", params={"access_token": TOKEN}, json={"data": [website_event()]}
+    )
     assert r.status_code == 400
     err = r.json()["error"]
     assert (err["code"], err["error_subcode"], err["type"]) == (100, 33, "GraphMethodException")

@@ -68,6 +68,7 @@ def error(response: httpx.Response) -> dict:
 
 # ───────────────────────────── tokens ─────────────────────────────
 
+
 def test_missing_token_is_104(base: str) -> None:
     r = httpx.get(f"{base}/v24.0/{PAGE}")
     assert r.status_code == 400
@@ -93,8 +94,12 @@ def test_expired_token_is_190_463(base: str) -> None:
 @pytest.mark.parametrize("how", ["query", "form", "bearer", "json"])
 def test_token_accepted_from_query_form_bearer_and_json(base: str, how: str) -> None:
     url = f"{base}/v24.0/{D['META_PIXEL_ID']}/events"
-    event = {"event_name": "Lead", "event_time": int(time.time()), "action_source": "chat",
-             "user_data": {"external_id": "abc"}}
+    event = {
+        "event_name": "Lead",
+        "event_time": int(time.time()),
+        "action_source": "chat",
+        "user_data": {"external_id": "abc"},
+    }
     token = D["META_CONVERSIONS_API_TOKEN"]
     if how == "query":
         r = httpx.post(url, params={"access_token": token}, json={"data": [event]})
@@ -125,13 +130,24 @@ def test_unknown_object_and_edge_and_version(base: str) -> None:
 
 # ───────────────────────────── debug_token ─────────────────────────────
 
+
 def test_debug_token_shape_for_valid_page_token(base: str) -> None:
-    r = httpx.get(f"{base}/v24.0/debug_token", params={"input_token": D["MESSENGER_PAGE_TOKEN"],
-                                                       "access_token": app_token()})
+    r = httpx.get(
+        f"{base}/v24.0/debug_token",
+        params={"input_token": D["MESSENGER_PAGE_TOKEN"], "access_token": app_token()},
+    )
     assert r.status_code == 200
     data = r.json()["data"]
-    assert {"app_id", "type", "application", "expires_at", "is_valid", "scopes", "issued_at",
-            "data_access_expires_at"} <= set(data)
+    assert {
+        "app_id",
+        "type",
+        "application",
+        "expires_at",
+        "is_valid",
+        "scopes",
+        "issued_at",
+        "data_access_expires_at",
+    } <= set(data)
     assert data["type"] == "PAGE" and data["is_valid"] is True and data["profile_id"] == PAGE
     assert "pages_messaging" in data["scopes"] and data["expires_at"] > time.time() + 50 * 86400
 
@@ -141,8 +157,11 @@ def test_debug_token_never_expiring_invalid_and_expired(base: str) -> None:
     data = httpx.get(f"{base}/v24.0/debug_token", params={"input_token": ADS, **app}).json()["data"]
     assert data["expires_at"] == 0 and data["type"] == "SYSTEM_USER" and "ads_read" in data["scopes"]
     data = httpx.get(f"{base}/v24.0/debug_token", params={"input_token": "garbage", **app}).json()["data"]
-    assert data == {"error": {"code": 190, "message": "Invalid OAuth access token."}, "is_valid": False,
-                    "scopes": []}
+    assert data == {
+        "error": {"code": 190, "message": "Invalid OAuth access token."},
+        "is_valid": False,
+        "scopes": [],
+    }
     httpx.post(f"{base}/_sandbox/tokens", json={"token": "stale", "expires_in": -5, "scopes": ["ads_read"]})
     data = httpx.get(f"{base}/v24.0/debug_token", params={"input_token": "stale", **app}).json()["data"]
     assert data["is_valid"] is False and data["error"]["subcode"] == 463 and data["scopes"] == ["ads_read"]
@@ -151,6 +170,7 @@ def test_debug_token_never_expiring_invalid_and_expired(base: str) -> None:
 
 
 # ───────────────────────────── usage and throttling ─────────────────────────────
+
 
 def test_app_usage_header_rises_and_code_4_past_the_limit() -> None:
     app, _ = probe_app(Limits(app_calls=4, window_seconds=60))
@@ -211,9 +231,9 @@ def test_buc_ads_management_80004_with_regain_minutes_then_recovers() -> None:
         assert (err["code"], err["error_subcode"]) == (80004, 2446079)
         assert "too many calls" in err["message"]
         entry = json.loads(r.headers["x-business-use-case-usage"])["777"][0]
-        assert entry["estimated_time_to_regain_access"] == 1          # minutes, rounded up
+        assert entry["estimated_time_to_regain_access"] == 1  # minutes, rounded up
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:                            # the window slides: access returns
+        while time.monotonic() < deadline:  # the window slides: access returns
             r = httpx.get(f"{url}/v24.0/act_777/ads", params={"access_token": ADS})
             if r.status_code == 200:
                 break
@@ -221,7 +241,9 @@ def test_buc_ads_management_80004_with_regain_minutes_then_recovers() -> None:
         assert r.status_code == 200
 
 
-@pytest.mark.parametrize(("use_case", "path", "code"), [("ads_insights", "ads", 80000), ("pages", "page", 80001)])
+@pytest.mark.parametrize(
+    ("use_case", "path", "code"), [("ads_insights", "ads", 80000), ("pages", "page", 80001)]
+)
 def test_buc_codes_per_use_case(use_case: str, path: str, code: int) -> None:
     app, _ = probe_app(Limits(buc_calls=1, window_seconds=60))
     with serve(app) as url:
@@ -247,12 +269,25 @@ def test_limits_control_route_resets_buckets() -> None:
 
 # ───────────────────────────── faults ─────────────────────────────
 
+
 def test_injected_5xx_and_graph_error_then_normal() -> None:
     state = build_state()
     with serve(build_app(state)) as url:
-        httpx.post(f"{url}/_sandbox/faults", json={"faults": [
-            {"kind": "status", "status": 503, "path_contains": "/posts", "times": 1},
-            {"kind": "graph", "code": 190, "status": 400, "message": "Injected", "path_contains": "/insights"}]})
+        httpx.post(
+            f"{url}/_sandbox/faults",
+            json={
+                "faults": [
+                    {"kind": "status", "status": 503, "path_contains": "/posts", "times": 1},
+                    {
+                        "kind": "graph",
+                        "code": 190,
+                        "status": 400,
+                        "message": "Injected",
+                        "path_contains": "/insights",
+                    },
+                ]
+            },
+        )
         r = httpx.get(f"{url}/v24.0/{PAGE}/posts", params={"access_token": ADS})
         assert r.status_code == 503 and r.json()["error"]["is_transient"] is True
         assert httpx.get(f"{url}/v24.0/{PAGE}/posts", params={"access_token": ADS}).status_code == 200
@@ -299,11 +334,12 @@ def test_error_rate_and_latency() -> None:
         started = time.monotonic()
         assert httpx.get(f"{url}/v24.0/{PAGE}", params={"access_token": ADS}).status_code == 200
         assert time.monotonic() - started >= 0.15
-        stats = httpx.get(f"{url}/_sandbox/stats").json()     # control routes never get faults
+        stats = httpx.get(f"{url}/_sandbox/stats").json()  # control routes never get faults
         assert stats["counters"]["fault.status"] == 1
 
 
 # ───────────────────────────── restatement ─────────────────────────────
+
 
 def test_restate_route_bumps_version_and_salts_only_recent_days(base: str) -> None:
     state = build_state()
@@ -311,7 +347,10 @@ def test_restate_route_bumps_version_and_salts_only_recent_days(base: str) -> No
         r = httpx.post(f"{url}/_sandbox/restate", json={"days": 3})
         assert r.json()["restate_version"] == 1 and state.extra["restate_version"] == 1
         today = utc_today()
-        assert state.restate_salt(today) == 1 and state.restate_salt(today.fromordinal(today.toordinal() - 2)) == 1
+        assert (
+            state.restate_salt(today) == 1
+            and state.restate_salt(today.fromordinal(today.toordinal() - 2)) == 1
+        )
         assert state.restate_salt(today.fromordinal(today.toordinal() - 3)) == 0
         httpx.post(f"{url}/_sandbox/restate", json={"days": 1})
         assert state.restate_salt(today) == 2

@@ -69,17 +69,24 @@ def check_token(state: SandboxState, token: str | None) -> TokenInfo:
         raise GraphError(104, "An access token is required to request this resource.", type="OAuthException")
     info = state.tokens.get(token)
     if info is None:
-        raise GraphError(190, "Invalid OAuth access token - Cannot parse access token", type="OAuthException",
-                         status=400)
+        raise GraphError(
+            190, "Invalid OAuth access token - Cannot parse access token", type="OAuthException", status=400
+        )
     if info.expired:
         when = time.strftime("%A, %d-%b-%y %H:%M:%S PDT", time.gmtime(info.expires_at or 0))
-        raise GraphError(190, f"Error validating access token: Session has expired on {when}. The current "
-                         f"time is {time.strftime('%A, %d-%b-%y %H:%M:%S PDT', time.gmtime())}.", subcode=463,
-                         type="OAuthException", status=400)
+        raise GraphError(
+            190,
+            f"Error validating access token: Session has expired on {when}. The current "
+            f"time is {time.strftime('%A, %d-%b-%y %H:%M:%S PDT', time.gmtime())}.",
+            subcode=463,
+            type="OAuthException",
+            status=400,
+        )
     return info
 
 
 # ───────────────────────────── faults ─────────────────────────────
+
 
 class FaultInjector:
     """Latency and injected failures for Graph paths (never for ``/_sandbox``): ``status`` answers an HTTP
@@ -88,7 +95,7 @@ class FaultInjector:
 
     def __init__(self, app: Any, state: SandboxState) -> None:
         self.app, self.sandbox = app, state
-        self.state = app.state   # Starlette's app.state (app.state.sandbox), as callers reached it before
+        self.state = app.state  # Starlette's app.state (app.state.sandbox), as callers reached it before
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
@@ -116,11 +123,13 @@ class FaultInjector:
             except TimeoutError:
                 await JSONResponse({}, status_code=504)(scope, receive, send)
         elif fault.kind == "graph":
-            await GraphError(fault.code, fault.message, subcode=fault.subcode, status=fault.status,
-                             type="OAuthException").response()(scope, receive, send)
+            await GraphError(
+                fault.code, fault.message, subcode=fault.subcode, status=fault.status, type="OAuthException"
+            ).response()(scope, receive, send)
         else:
-            await GraphError(fault.code, fault.message, status=fault.status, is_transient=True,
-                             type="OAuthException").response()(scope, receive, send)
+            await GraphError(
+                fault.code, fault.message, status=fault.status, is_transient=True, type="OAuthException"
+            ).response()(scope, receive, send)
 
 
 async def _until_disconnect(receive: Any) -> None:
@@ -140,6 +149,7 @@ async def _drop(send: Any) -> None:
 
 
 # ───────────────────────────── the app ─────────────────────────────
+
 
 def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
     handlers: dict = {}
@@ -166,16 +176,24 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
                 node_id = token.profile_id
             node = state.nodes.get(node_id)
             if node is None:
-                raise GraphError(100, f"Unsupported {request.method.lower()} request. Object with ID "
-                                 f"'{node_id}' does not exist, cannot be loaded due to missing permissions, or "
-                                 "does not support this operation. Please read the Graph API documentation at "
-                                 "https://developers.facebook.com/docs/graph-api", subcode=33,
-                                 type="GraphMethodException")
+                raise GraphError(
+                    100,
+                    f"Unsupported {request.method.lower()} request. Object with ID "
+                    f"'{node_id}' does not exist, cannot be loaded due to missing permissions, or "
+                    "does not support this operation. Please read the Graph API documentation at "
+                    "https://developers.facebook.com/docs/graph-api",
+                    subcode=33,
+                    type="GraphMethodException",
+                )
             handler = handlers.get((request.method, node.kind, edge))
             if handler is None:
                 what = f"/{edge}" if edge else ""
-                raise GraphError(100, f"(#100) Tried accessing nonexisting field ({edge or request.method}) "
-                                 f"on node type ({node.kind}{what})", type="OAuthException")
+                raise GraphError(
+                    100,
+                    f"(#100) Tried accessing nonexisting field ({edge or request.method}) "
+                    f"on node type ({node.kind}{what})",
+                    type="OAuthException",
+                )
             req = GraphRequest(state, request, version, node, edge, params, body, token)
             result = await handler(req)
         except GraphError as exc:
@@ -229,10 +247,14 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
         "profile_id", "app_id"}: add a token the sandbox accepts (or rejects as expired)."""
         body = await request.json()
         expires_in = body.get("expires_in")
-        info = TokenInfo(str(body["token"]), type=body.get("type", "SYSTEM_USER"),
-                         scopes=tuple(body.get("scopes", ())), profile_id=body.get("profile_id"),
-                         expires_at=None if expires_in is None else time.time() + float(expires_in),
-                         **({"app_id": str(body["app_id"])} if body.get("app_id") else {}))
+        info = TokenInfo(
+            str(body["token"]),
+            type=body.get("type", "SYSTEM_USER"),
+            scopes=tuple(body.get("scopes", ())),
+            profile_id=body.get("profile_id"),
+            expires_at=None if expires_in is None else time.time() + float(expires_in),
+            **({"app_id": str(body["app_id"])} if body.get("app_id") else {}),
+        )
         with state.lock:
             state.tokens[info.token] = info
         return JSONResponse({"ok": True})
@@ -246,8 +268,13 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
         now = time.time()
         with state.lock:
             usage = {key: bucket.percent(now) for key, bucket in state.buckets.items()}
-            return JSONResponse({"counters": dict(state.counters), "usage_percent": usage,
-                                 "restate_version": state.extra.get("restate_version", 0)})
+            return JSONResponse(
+                {
+                    "counters": dict(state.counters),
+                    "usage_percent": usage,
+                    "restate_version": state.extra.get("restate_version", 0),
+                }
+            )
 
     routes = [
         Route("/_sandbox/faults", control_faults, methods=["POST"]),

@@ -31,9 +31,9 @@ import secrets
 import threading
 import time
 from collections import deque
-from datetime import UTC, date, datetime, timedelta
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -43,10 +43,20 @@ from starlette.responses import JSONResponse, Response
 class GraphError(Exception):
     """Meta's error envelope: ``{"error": {message, type, code, error_subcode, fbtrace_id, …}}``."""
 
-    def __init__(self, code: int, message: str, *, subcode: int | None = None, type: str = "OAuthException",
-                 status: int = 400, is_transient: bool = False, user_title: str | None = None,
-                 user_msg: str | None = None, error_data: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        subcode: int | None = None,
+        type: str = "OAuthException",
+        status: int = 400,
+        is_transient: bool = False,
+        user_title: str | None = None,
+        user_msg: str | None = None,
+        error_data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.subcode, self.type = code, message, subcode, type
         self.status, self.is_transient = status, is_transient
@@ -80,14 +90,15 @@ def fbtrace_id() -> str:
 
 # ───────────────────────────── tokens ─────────────────────────────
 
+
 @dataclass
 class TokenInfo:
     token: str
     app_id: str = "263902037430900"
-    type: str = "SYSTEM_USER"          # PAGE | USER | SYSTEM_USER
+    type: str = "SYSTEM_USER"  # PAGE | USER | SYSTEM_USER
     scopes: tuple[str, ...] = ()
-    expires_at: float | None = None     # unix seconds; None = never
-    profile_id: str | None = None       # the Page a page token belongs to (for /me)
+    expires_at: float | None = None  # unix seconds; None = never
+    profile_id: str | None = None  # the Page a page token belongs to (for /me)
 
     @property
     def expired(self) -> bool:
@@ -95,6 +106,7 @@ class TokenInfo:
 
 
 # ───────────────────────────── usage limits ─────────────────────────────
+
 
 @dataclass
 class UsageBucket:
@@ -159,12 +171,13 @@ class Limits:
 
 # ───────────────────────────── faults ─────────────────────────────
 
+
 @dataclass
 class Fault:
     """One injected failure. ``kind``: ``status`` (HTTP error with Meta's envelope), ``graph`` (a Graph
     error code), ``timeout`` (hang longer than any sane client timeout), ``drop`` (close the connection)."""
 
-    kind: str                       # status | graph | timeout | drop
+    kind: str  # status | graph | timeout | drop
     path_contains: str = ""
     times: int = 1
     status: int = 500
@@ -177,8 +190,8 @@ class Fault:
 @dataclass
 class Faults:
     latency_ms: tuple[float, float] = (0.0, 0.0)
-    error_rate: float = 0.0          # random 500s with Meta's transient envelope
-    drop_rate: float = 0.0           # random dropped connections (no HTTP answer at all)
+    error_rate: float = 0.0  # random 500s with Meta's transient envelope
+    drop_rate: float = 0.0  # random dropped connections (no HTTP answer at all)
     queue: list[Fault] = field(default_factory=list)
 
     def take(self, path: str) -> Fault | None:
@@ -192,6 +205,7 @@ class Faults:
 
 
 # ───────────────────────────── world ─────────────────────────────
+
 
 @dataclass
 class Node:
@@ -212,7 +226,7 @@ class SandboxState:
     webhook_url: str | None = None
     app_secret: str = "sandbox-app-secret"
     counters: dict[str, int] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)   # per-surface state, keyed by surface name
+    extra: dict[str, Any] = field(default_factory=dict)  # per-surface state, keyed by surface name
     lock: threading.RLock = field(default_factory=threading.RLock)
     limits: Limits = field(default_factory=Limits)
 
@@ -253,6 +267,7 @@ class SandboxState:
 
 # ───────────────────────────── registry ─────────────────────────────
 
+
 @dataclass
 class GraphRequest:
     """What a handler sees: the resolved node, merged parameters (query, form, JSON) and the token."""
@@ -265,7 +280,7 @@ class GraphRequest:
     params: dict[str, Any]
     json: Any
     token: TokenInfo
-    headers: dict[str, str] = field(default_factory=dict)   # added to the response, error or not
+    headers: dict[str, str] = field(default_factory=dict)  # added to the response, error or not
 
     def param(self, name: str, default: Any = None) -> Any:
         return self.params.get(name, default)
@@ -287,12 +302,13 @@ class Surface:
         self.name = name
         self.handlers: dict[tuple[str, str, str | None], Handler] = {}
         self.populate: Callable[[SandboxState], None] = lambda state: None
-        self.control_routes: list = []   # starlette Routes under /_sandbox/ for tests and the CLI
+        self.control_routes: list = []  # starlette Routes under /_sandbox/ for tests and the CLI
 
     def route(self, method: str, kind: str, edge: str | None = None) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.handlers[(method.upper(), kind, edge)] = fn
             return fn
+
         return register
 
     def populator(self, fn: Callable[[SandboxState], None]) -> Callable[[SandboxState], None]:
@@ -302,10 +318,11 @@ class Surface:
 
 # ───────────────────────────── deterministic data ─────────────────────────────
 
+
 def unit(seed: int, *parts: object) -> float:
     """A number in [0, 1) that depends only on the seed and ``parts``: the same world on every run."""
     digest = hashlib.blake2b("|".join(map(str, (seed, *parts))).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0 ** 64
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def utc_today() -> date:
@@ -325,11 +342,15 @@ def parse_day(value: Any, name: str) -> date:
             return datetime.fromtimestamp(int(text), UTC).date()
         return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
     except (ValueError, OverflowError, OSError) as exc:
-        raise GraphError(100, f"(#100) The parameter {name} is not a valid unix timestamp or date: {text!r}",
-                         type="OAuthException") from exc
+        raise GraphError(
+            100,
+            f"(#100) The parameter {name} is not a valid unix timestamp or date: {text!r}",
+            type="OAuthException",
+        ) from exc
 
 
 # ───────────────────────────── paging ─────────────────────────────
+
 
 def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"sandbox:{offset}".encode()).decode().rstrip("=")
@@ -346,7 +367,9 @@ def _offset(cursor: str) -> int:
         raise GraphError(100, "(#100) The after/before cursor is not valid", type="OAuthException") from exc
 
 
-def paged(req: GraphRequest, items: list[Any], *, default_limit: int = 25, max_limit: int = 100) -> dict[str, Any]:
+def paged(
+    req: GraphRequest, items: list[Any], *, default_limit: int = 25, max_limit: int = 100
+) -> dict[str, Any]:
     """One page of ``items`` the way the Graph API pages edges: ``limit`` and ``after``/``before`` honoured,
     ``paging.cursors`` on every non-empty page, ``paging.next`` only when more items remain and
     ``paging.previous`` only after the first page (Meta's SDK stops on a missing ``next``)."""
@@ -361,18 +384,22 @@ def paged(req: GraphRequest, items: list[Any], *, default_limit: int = 25, max_l
         start = max(0, _offset(str(req.param("before"))) - limit)
     else:
         start = 0
-    page = items[start:start + limit]
+    page = items[start : start + limit]
     if not page:
         return {"data": []}
     end = start + len(page)
     paging: dict[str, Any] = {"cursors": {"before": _cursor(start), "after": _cursor(end)}}
     url = req.request.url
     if end < len(items):
-        paging["next"] = str(url.remove_query_params(["after", "before"]).include_query_params(
-            after=_cursor(end), limit=limit))
+        paging["next"] = str(
+            url.remove_query_params(["after", "before"]).include_query_params(after=_cursor(end), limit=limit)
+        )
     if start > 0:
-        paging["previous"] = str(url.remove_query_params(["after", "before"]).include_query_params(
-            before=_cursor(start), limit=limit))
+        paging["previous"] = str(
+            url.remove_query_params(["after", "before"]).include_query_params(
+                before=_cursor(start), limit=limit
+            )
+        )
     return {"data": page, "paging": paging}
 
 
@@ -380,9 +407,16 @@ def paged(req: GraphRequest, items: list[Any], *, default_limit: int = 25, max_l
 
 #: Business-use-case throttle codes (Meta's rate-limiting docs: one code per use case).
 BUC_CODES: dict[str, int] = {
-    "ads_insights": 80000, "pages": 80001, "instagram": 80002, "custom_audience": 80003,
-    "ads_management": 80004, "leadgen": 80005, "messenger": 80006, "whatsapp_business_management": 80008,
-    "catalog_management": 80009, "catalog_batch": 80014,
+    "ads_insights": 80000,
+    "pages": 80001,
+    "instagram": 80002,
+    "custom_audience": 80003,
+    "ads_management": 80004,
+    "leadgen": 80005,
+    "messenger": 80006,
+    "whatsapp_business_management": 80008,
+    "catalog_management": 80009,
+    "catalog_batch": 80014,
 }
 RATE_LIMIT_DOCS = "https://developers.facebook.com/docs/graph-api/overview/rate-limiting"
 
@@ -400,14 +434,21 @@ def charge_app(state: SandboxState, token: TokenInfo, *, now: float | None = Non
     limit (the header rides on the error too). The dispatcher calls this for every Graph request."""
     now = time.time() if now is None else now
     with state.lock:
-        bucket = state.bucket(f"app:{token.app_id}", limit=state.limits.app_calls,
-                              window_seconds=state.limits.window_seconds)
+        bucket = state.bucket(
+            f"app:{token.app_id}", limit=state.limits.app_calls, window_seconds=state.limits.window_seconds
+        )
         ok = bucket.try_hit(now)
         headers = {"x-app-usage": json.dumps(_percents(bucket.percent(now)))}
     if not ok:
         state.count("throttled.app")
-        raise GraphError(4, "(#4) Application request limit reached", subcode=1504022, is_transient=True,
-                         type="OAuthException", headers=headers)
+        raise GraphError(
+            4,
+            "(#4) Application request limit reached",
+            subcode=1504022,
+            is_transient=True,
+            type="OAuthException",
+            headers=headers,
+        )
     return headers
 
 
@@ -418,25 +459,37 @@ def charge_buc(req: GraphRequest, object_id: str, use_case: str, *, now: float |
     state = req.state
     now = time.time() if now is None else now
     with state.lock:
-        bucket = state.bucket(f"buc:{use_case}:{object_id}", limit=state.limits.buc_calls,
-                              window_seconds=state.limits.window_seconds)
+        bucket = state.bucket(
+            f"buc:{use_case}:{object_id}",
+            limit=state.limits.buc_calls,
+            window_seconds=state.limits.window_seconds,
+        )
         ok = bucket.try_hit(now)
-        entry = {"type": use_case, **_percents(bucket.percent(now)),
-                 # Meta gives an estimate only once calls are being refused (0 while they still pass)
-                 "estimated_time_to_regain_access": 0 if ok else _minutes(bucket.regain_seconds(now)),
-                 "ads_api_access_tier": "standard_access"}
+        entry = {
+            "type": use_case,
+            **_percents(bucket.percent(now)),
+            # Meta gives an estimate only once calls are being refused (0 while they still pass)
+            "estimated_time_to_regain_access": 0 if ok else _minutes(bucket.regain_seconds(now)),
+            "ads_api_access_tier": "standard_access",
+        }
     business_id = object_id.removeprefix("act_")
     req.headers["x-business-use-case-usage"] = json.dumps({business_id: [entry]})
     if not ok:
         code = BUC_CODES.get(use_case, 80004)
         state.count(f"throttled.buc.{use_case}")
-        raise GraphError(code, f"(#{code}) There have been too many calls to this {object_id}. Wait a bit and "
-                         f"try again. For more info, please refer to {RATE_LIMIT_DOCS}#{use_case.replace('_', '-')}.",
-                         subcode=2446079, type="OAuthException", headers=dict(req.headers))
+        raise GraphError(
+            code,
+            f"(#{code}) There have been too many calls to this {object_id}. Wait a bit and "
+            f"try again. For more info, please refer to {RATE_LIMIT_DOCS}#{use_case.replace('_', '-')}.",
+            subcode=2446079,
+            type="OAuthException",
+            headers=dict(req.headers),
+        )
 
 
-def charge_ads_call(req: GraphRequest, account_id: str, *, use_case: str = "ads_management",
-                    now: float | None = None) -> None:
+def charge_ads_call(
+    req: GraphRequest, account_id: str, *, use_case: str = "ads_management", now: float | None = None
+) -> None:
     """Count one Marketing API call on ``account_id`` (``act_…``) by this token: user level (17/2446079),
     ad-account level (613/1487742, ``x-ad-account-usage``) and the business use case (``ads_management``
     → 80004, ``ads_insights`` → 80000, ``x-business-use-case-usage``). ``ads_insights`` calls also get
@@ -445,32 +498,52 @@ def charge_ads_call(req: GraphRequest, account_id: str, *, use_case: str = "ads_
     now = time.time() if now is None else now
     limits = state.limits
     with state.lock:
-        user = state.bucket(f"user:{req.token.token}", limit=limits.user_calls,
-                            window_seconds=limits.window_seconds)
-        account = state.bucket(f"account:{account_id}", limit=limits.ad_account_calls,
-                               window_seconds=limits.window_seconds)
+        user = state.bucket(
+            f"user:{req.token.token}", limit=limits.user_calls, window_seconds=limits.window_seconds
+        )
+        account = state.bucket(
+            f"account:{account_id}", limit=limits.ad_account_calls, window_seconds=limits.window_seconds
+        )
         user_ok = user.try_hit(now)
         account_ok = user_ok and account.try_hit(now)
         pct = account.percent(now)
-        req.headers["x-ad-account-usage"] = json.dumps({
-            "acc_id_util_pct": pct, "reset_time_duration": int(math.ceil(account.reset_seconds(now))),
-            "ads_api_access_tier": "standard_access"})
+        req.headers["x-ad-account-usage"] = json.dumps(
+            {
+                "acc_id_util_pct": pct,
+                "reset_time_duration": int(math.ceil(account.reset_seconds(now))),
+                "ads_api_access_tier": "standard_access",
+            }
+        )
         if use_case == "ads_insights":
             app = state.buckets.get(f"app:{req.token.app_id}")
-            req.headers["x-fb-ads-insights-throttle"] = json.dumps({
-                "app_id_util_pct": app.percent(now) if app else 0, "acc_id_util_pct": pct,
-                "ads_api_access_tier": "standard_access"})
+            req.headers["x-fb-ads-insights-throttle"] = json.dumps(
+                {
+                    "app_id_util_pct": app.percent(now) if app else 0,
+                    "acc_id_util_pct": pct,
+                    "ads_api_access_tier": "standard_access",
+                }
+            )
     if not user_ok:
         state.count("throttled.user")
-        raise GraphError(17, "(#17) User request limit reached", subcode=2446079, type="OAuthException",
-                         user_title="Ad Account Has Too Many API Calls",
-                         user_msg="There have been too many calls from this ad-account. Please wait a bit and "
-                                  "try again.", headers=dict(req.headers))
+        raise GraphError(
+            17,
+            "(#17) User request limit reached",
+            subcode=2446079,
+            type="OAuthException",
+            user_title="Ad Account Has Too Many API Calls",
+            user_msg="There have been too many calls from this ad-account. Please wait a bit and try again.",
+            headers=dict(req.headers),
+        )
     if not account_ok:
         state.count("throttled.ad_account")
-        raise GraphError(613, "(#613) Calls to this api have exceeded the rate limit.", subcode=1487742,
-                         type="OAuthException", user_title="Too many calls",
-                         user_msg="There have been too many calls from this ad-account. Wait a bit and try "
-                                  f"again. For more info, please refer to {RATE_LIMIT_DOCS}.",
-                         headers=dict(req.headers))
+        raise GraphError(
+            613,
+            "(#613) Calls to this api have exceeded the rate limit.",
+            subcode=1487742,
+            type="OAuthException",
+            user_title="Too many calls",
+            user_msg="There have been too many calls from this ad-account. Wait a bit and try "
+            f"again. For more info, please refer to {RATE_LIMIT_DOCS}.",
+            headers=dict(req.headers),
+        )
     charge_buc(req, account_id, use_case, now=now)

@@ -29,14 +29,23 @@ async def debug_token(req: GraphRequest) -> dict[str, Any]:
         raise GraphError(100, "(#100) The parameter input_token is required", type="OAuthException")
     info = req.state.tokens.get(str(input_token))
     if info is None:
-        return {"data": {"error": {"code": 190, "message": "Invalid OAuth access token."},
-                         "is_valid": False, "scopes": []}}
+        return {
+            "data": {
+                "error": {"code": 190, "message": "Invalid OAuth access token."},
+                "is_valid": False,
+                "scopes": [],
+            }
+        }
     issued = int(req.state.extra.setdefault("debug_issued_at", int(time.time()) - 86400))
     expires = int(info.expires_at) if info.expires_at else 0
     data: dict[str, Any] = {
-        "app_id": info.app_id, "type": info.type, "application": APPLICATION,
+        "app_id": info.app_id,
+        "type": info.type,
+        "application": APPLICATION,
         "data_access_expires_at": expires or int(time.time()) + 90 * 86400,
-        "expires_at": expires, "is_valid": not info.expired, "issued_at": issued,
+        "expires_at": expires,
+        "is_valid": not info.expired,
+        "issued_at": issued,
         "scopes": list(info.scopes),
         "granular_scopes": [{"scope": s} for s in info.scopes],
     }
@@ -45,6 +54,9 @@ async def debug_token(req: GraphRequest) -> dict[str, Any]:
     if info.type != "APP":
         data["user_id"] = str(10**15 + int(unit(0, "user_id", info.token) * 10**15))
     if info.expired:
-        data["error"] = {"code": 190, "message": "Error validating access token: Session has expired.",
-                         "subcode": 463}
+        data["error"] = {
+            "code": 190,
+            "message": "Error validating access token: Session has expired.",
+            "subcode": 463,
+        }
     return {"data": data}

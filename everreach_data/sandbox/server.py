@@ -24,13 +24,26 @@ def app_token(app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"]) -> str:
 def default_tokens(app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"]) -> dict[str, TokenInfo]:
     """The tokens in ``SANDBOX_DEFAULTS``, with the types and scopes Meta would give them."""
     d = SANDBOX_DEFAULTS
-    sixty_days = time.time() + 60 * 86400   # a long-lived page token lasts 60 days
+    sixty_days = time.time() + 60 * 86400  # a long-lived page token lasts 60 days
     tokens = [
-        TokenInfo(d["MESSENGER_PAGE_TOKEN"], type="PAGE", profile_id=d["MESSENGER_PAGE_ID"], expires_at=sixty_days,
-                  scopes=("pages_messaging", "pages_read_engagement", "pages_show_list", "read_insights",
-                          "instagram_manage_messages", "instagram_basic", "instagram_manage_insights")),
-        TokenInfo(d["WHATSAPP_ACCESS_TOKEN"], scopes=("whatsapp_business_messaging",
-                                                      "whatsapp_business_management")),
+        TokenInfo(
+            d["MESSENGER_PAGE_TOKEN"],
+            type="PAGE",
+            profile_id=d["MESSENGER_PAGE_ID"],
+            expires_at=sixty_days,
+            scopes=(
+                "pages_messaging",
+                "pages_read_engagement",
+                "pages_show_list",
+                "read_insights",
+                "instagram_manage_messages",
+                "instagram_basic",
+                "instagram_manage_insights",
+            ),
+        ),
+        TokenInfo(
+            d["WHATSAPP_ACCESS_TOKEN"], scopes=("whatsapp_business_messaging", "whatsapp_business_management")
+        ),
         TokenInfo(d["FB_ADS_ACCESS_TOKEN"], scopes=("ads_read", "ads_management")),
         TokenInfo(d["META_CONVERSIONS_API_TOKEN"], scopes=("ads_management",)),
         TokenInfo(app_token(app_secret), type="APP"),
@@ -38,10 +51,20 @@ def default_tokens(app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"]) -> dic
     return {t.token: t for t in tokens}
 
 
-def build_state(*, seed: int = 42, webhook_url: str | None = None,
-                app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"], limits: Limits | None = None) -> SandboxState:
-    return SandboxState(seed=seed, tokens=default_tokens(app_secret), webhook_url=webhook_url,
-                        app_secret=app_secret, limits=limits or Limits())
+def build_state(
+    *,
+    seed: int = 42,
+    webhook_url: str | None = None,
+    app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"],
+    limits: Limits | None = None,
+) -> SandboxState:
+    return SandboxState(
+        seed=seed,
+        tokens=default_tokens(app_secret),
+        webhook_url=webhook_url,
+        app_secret=app_secret,
+        limits=limits or Limits(),
+    )
 
 
 def build_app(state: SandboxState | None = None):
@@ -57,8 +80,10 @@ def parse_latency(text: str) -> tuple[float, float]:
 
 def banner(host: str, port: int, seed: int) -> str:
     where = "loopback only" if host in ("127.0.0.1", "localhost", "::1") else "ALL interfaces given"
-    return (f"Graph API sandbox (a development tool, not Meta) on http://{host}:{port}/v24.0 "
-            f"[{where}], seed {seed}")
+    return (
+        f"Graph API sandbox (a development tool, not Meta) on http://{host}:{port}/v24.0 "
+        f"[{where}], seed {seed}"
+    )
 
 
 def run_sandbox(args: argparse.Namespace) -> None:
@@ -74,8 +99,9 @@ def run_sandbox(args: argparse.Namespace) -> None:
 
 
 @contextmanager
-def serve_in_background(state: SandboxState | None = None, *, host: str = "127.0.0.1",
-                        port: int = 0) -> Iterator[str]:
+def serve_in_background(
+    state: SandboxState | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
     """The sandbox in a thread of this process (for ``demo`` and benchmarks); yields its base URL.
     Port 0 picks a free port; the socket is bound before uvicorn starts, so no other process can race."""
     import socket
@@ -85,10 +111,14 @@ def serve_in_background(state: SandboxState | None = None, *, host: str = "127.0
     sock = socket.socket()
     sock.bind((host, port))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(state), host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"sandbox:{port}",
-                              daemon=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(state), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"sandbox:{port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
