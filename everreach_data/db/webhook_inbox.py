@@ -42,12 +42,10 @@ RETURNING e.webhook_event_id, e.attempts, e.object, e.payload
 
 #: Inside the processing transaction: the claimed rows this run still owns (same attempt, not re-claimed).
 LOCK_OWNED = """
-SELECT webhook_event_id FROM meta_webhook_event e
-JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS c (id, attempts)
-  ON e.webhook_event_id = c.id AND e.attempts = c.attempts
-WHERE e.status = 'processing'
+SELECT webhook_event_id, attempts FROM meta_webhook_event
+WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND status = 'processing'
 ORDER BY webhook_event_id
-FOR UPDATE OF e
+FOR UPDATE
 """
 
 ACK = """
@@ -106,9 +104,10 @@ def claim(conn: psycopg.Connection, *, limit: int, lease_seconds: float, max_att
 
 def lock_owned(conn: psycopg.Connection, events: list[ClaimedEvent]) -> set[int]:
     """In the caller's transaction: lock and return the ids of ``events`` this run still owns."""
-    rows = conn.execute(LOCK_OWNED, {"ids": [e.webhook_event_id for e in events],
-                                     "attempts": [e.attempts for e in events]}).fetchall()
-    return {_get(r, 0, "webhook_event_id") for r in rows}
+    claimed = {e.webhook_event_id: e.attempts for e in events}
+    rows = conn.execute(LOCK_OWNED, {"ids": list(claimed)}).fetchall()
+    return {r_id for r_id, attempts in ((_get(r, 0, "webhook_event_id"), _get(r, 1, "attempts")) for r in rows)
+            if claimed[r_id] == attempts}
 
 
 def ack(conn: psycopg.Connection, ids: list[int]) -> None:

@@ -41,7 +41,8 @@ def test_sensor_never_exceeds_the_concurrent_run_limit():
 def test_job_drains_the_inbox(db_url, db):
     enqueue(db, p.MESSENGER, p.INSTAGRAM, p.WHATSAPP_TEXT)
     result = process_webhook_events.execute_in_process(
-        resources={"postgres": PostgresResource(url=db_url)}, tags=QUEUE_TAG)
+        resources={"postgres": PostgresResource(url=db_url)}, tags=QUEUE_TAG,
+        run_config={"ops": {"drain_webhook_events": {"config": {"linger_seconds": 0, "workers": 2}}}})
     assert result.success
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done'").fetchone()["n"] == 3
     assert message(db, "m_EchoD")["status"] == "read"
