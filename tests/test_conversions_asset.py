@@ -43,12 +43,13 @@ def add_events(db, when: datetime) -> None:
                    (f"00000000-0000-4000-8000-0000000000{user}", kind, when + timedelta(hours=2 + i), props))
 
 
-def materialize(db_url: str, sandbox: str, day: datetime) -> dg.ExecuteInProcessResult:
+def materialize(db_url: str, sandbox: str, day: datetime,
+                token: str = SANDBOX_DEFAULTS["META_CONVERSIONS_API_TOKEN"]) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [meta_conversion_event], partition_key=day.date().isoformat(),
+        [meta_conversion_event], partition_key=day.date().isoformat(), raise_on_error=False,
         resources={"postgres": PostgresResource(url=db_url),
-                   "conversions_api": ConversionsAPIResource(access_token=SANDBOX_DEFAULTS[
-                       "META_CONVERSIONS_API_TOKEN"], pixel_id=PIXEL, graph_url=sandbox)})
+                   "conversions_api": ConversionsAPIResource(access_token=token, pixel_id=PIXEL,
+                                                             graph_url=sandbox)})
 
 
 def test_partition_events_are_hashed_sent_once_and_checked(db, db_url, sandbox):
@@ -92,11 +93,7 @@ def test_events_older_than_seven_days_are_marked_not_sent(db, db_url, sandbox):
 def test_an_expired_token_fails_the_run_and_keeps_events_pending(db, db_url, sandbox):
     day = day_start(1)
     add_events(db, day)
-    result = dg.materialize(
-        [meta_conversion_event], partition_key=day.date().isoformat(), raise_on_error=False,
-        resources={"postgres": PostgresResource(url=db_url),
-                   "conversions_api": ConversionsAPIResource(access_token="revoked", pixel_id=PIXEL,
-                                                             graph_url=sandbox)})
+    result = materialize(db_url, sandbox, day, token="revoked")
     assert not result.success
     description = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
     assert "code 190" in description and "META_CONVERSIONS_API_TOKEN" in description
