@@ -77,3 +77,18 @@ def test_sandbox_command_binds_loopback_says_it_is_a_dev_tool_and_takes_fault_fl
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_demo_command_exits_zero_with_a_summary(db_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SANDBOX_DEFAULTS}
+    result = subprocess.run(
+        [sys.executable, "-m", "everreach_data.cli", "demo"],
+        env={**env, "DATABASE_URL": db_url},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ database" in result.stdout and "done in" in result.stdout
+    assert "sandbox-" not in result.stdout  # no token is ever printed
