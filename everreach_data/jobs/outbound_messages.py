@@ -96,12 +96,16 @@ class DrainReport:
 
 
 class Pacer:
-    """Evenly spaced send slots at ``rate``/s with no burst credit, so any one-second window holds at most
-    ``rate`` sends however the run was idle before."""
+    """Evenly spaced send slots at ``rate``/s with no burst credit, plus a sliding one-second gate checked
+    at the moment of sending: tasks that wake late together (a busy event loop) cannot fire more than
+    ``rate`` in any second. A throttle answer from Meta slows the channel down a little (AIMD-style)."""
 
     def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.floor = rate * 0.8
         self.interval = 1.0 / rate
         self.next_slot = 0.0
+        self.fired: deque[float] = deque()
 
     def ready(self, now: float, horizon: float) -> bool:
         return max(self.next_slot, now) < now + horizon
@@ -111,8 +115,21 @@ class Pacer:
         self.next_slot = slot + self.interval
         return slot
 
-    def defer(self, until: float) -> None:
-        self.next_slot = max(self.next_slot, until)
+    def throttled(self, now: float, pause: float = 0.25) -> None:
+        self.rate = max(self.floor, self.rate * 0.98)
+        self.interval = 1.0 / self.rate
+        self.next_slot = max(self.next_slot, now + pause)
+
+    async def gate(self) -> None:
+        cap = max(1, int(self.rate))
+        while True:
+            now = time.monotonic()
+            while self.fired and self.fired[0] <= now - 1.0:
+                self.fired.popleft()
+            if len(self.fired) < cap:
+                self.fired.append(now)
+                return
+            await asyncio.sleep(self.fired[0] + 1.0 - now)
 
 
 class PairBucket:
@@ -209,6 +226,7 @@ class _Drain:
         delay = slot - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        await self.pacers[job.channel].gate()
         try:
             body = await self.clients[job.platform].post(wire.send_path(job.platform, job.channel_id),
                                                          json=job.request, retry=False)
@@ -236,7 +254,7 @@ class _Drain:
                 delay = backoff(self.cfg, attempts, self.rng)
                 pacer = self.pacers.get(job.channel)
                 if pacer:
-                    pacer.defer(time.monotonic() + 1.0)
+                    pacer.throttled(time.monotonic())
             return queue.Outcome(outcome="retry", delay=delay, **base)
         if kind is ErrorKind.TRANSIENT:
             return queue.Outcome(outcome="retry", delay=backoff(self.cfg, attempts, self.rng), **base)
