@@ -8,6 +8,7 @@ up to :data:`DAYS_PER_RUN` partitions per run, not one run per day.
 """
 
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ class SyncResult:
     throttled_calls: int
     paused_seconds: float
     campaigns: int
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
     checks: dict = field(default_factory=dict)
 
     @property
@@ -129,11 +132,14 @@ def sync_ad_performance(database_url: str, client: GraphClient, *, accounts: lis
         raise ValueError("no ad accounts configured: set FB_ADS_ACCOUNT_ID (comma-separated act_… ids)")
     reader = InsightsReader(client, options)
     spool = Spool()
+    started = time.perf_counter()
     try:
         for row in reader.read(accounts, levels, since, until):
             spool.add(row)
+        read_done = time.perf_counter()
         with connect(database_url) as conn:
             written = replace_range(conn, spool, accounts=accounts, levels=levels, since=since, until=until)
+            write_done = time.perf_counter()
             checks = range_checks(conn, accounts=accounts, levels=levels, since=since, until=until)
     finally:
         spool.close()
@@ -144,7 +150,8 @@ def sync_ad_performance(database_url: str, client: GraphClient, *, accounts: lis
         totals=spool.totals, currencies={a: sorted(c) for a, c in spool.currencies.items()},
         api_calls=stats.calls, report_runs=reader.stats.report_runs, splits=reader.stats.splits,
         throttled_calls=stats.throttled, paused_seconds=round(stats.paused_seconds, 3),
-        campaigns=len(spool.campaigns), checks=checks)
+        campaigns=len(spool.campaigns), read_seconds=round(read_done - started, 3),
+        write_seconds=round(write_done - read_done, 3), checks=checks)
 
 
 # ───────────────────────────── Dagster ─────────────────────────────

@@ -50,19 +50,26 @@ def copy_text(value: Any) -> str:
     return str(value).translate(_ESCAPES)
 
 
+def _num(value: Any) -> str:
+    """A number (or NULL): never needs escaping."""
+    return "\\N" if value is None else str(value)
+
+
 def copy_line(row: InsightRow) -> str:
     """The row as a COPY line whose first field is the Meta campaign id, swapped for our uuid at write time."""
-    meta = {k: v for k, v in (("campaign_name", row.campaign_name), ("adset_name", row.adset_name),
-                              ("ad_name", row.ad_name)) if v is not None}
+    meta: dict[str, Any] = {k: v for k, v in (("campaign_name", row.campaign_name), ("adset_name", row.adset_name),
+                                              ("ad_name", row.ad_name)) if v is not None}
     if row.actions:
         meta["actions"] = row.actions
     if row.action_values:
         meta["action_values"] = row.action_values
-    values = (row.campaign_id, row.account_id, row.level, row.object_id, row.date.isoformat(), row.campaign_id,
-              row.adset_id, row.ad_id, row.spend, row.impressions, row.clicks, row.reach, row.frequency, row.cpc,
-              row.cpm, row.ctr, row.conversions, row.conversion_value, row.currency, row.objective,
-              json.dumps(meta, ensure_ascii=False, separators=(",", ":")))
-    return "\t".join(map(copy_text, values)) + "\n"
+    campaign = copy_text(row.campaign_id)
+    return (f"{campaign}\t{copy_text(row.account_id)}\t{row.level}\t{copy_text(row.object_id)}\t{row.date}\t"
+            f"{campaign}\t{copy_text(row.adset_id)}\t{copy_text(row.ad_id)}\t{row.spend}\t{row.impressions}\t"
+            f"{row.clicks}\t{_num(row.reach)}\t{_num(row.frequency)}\t{_num(row.cpc)}\t{_num(row.cpm)}\t"
+            f"{_num(row.ctr)}\t{row.conversions}\t{row.conversion_value}\t{copy_text(row.currency)}\t"
+            f"{copy_text(row.objective)}\t"
+            f"{copy_text(json.dumps(meta, ensure_ascii=False, separators=(',', ':')))}\n")
 
 
 @dataclass

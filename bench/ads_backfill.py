@@ -1,0 +1,155 @@
+"""Backfill 90 days x 3 levels of a ~200 campaign / ~1000 ad account from the sandbox (20-50 ms latency),
+the way the ``ad_performance`` asset does, and compare in the same run against:
+
+- the one-request-per-day-per-level baseline: days x levels calls (the fewest a per-day client could make);
+- a raw COPY of the same rows into a scratch table shaped like ``ad_performance`` (same indexes; the
+  database's ceiling for this data), and into one without indexes.
+
+The sandbox runs in its own process (``everreach-data sandbox``), so ``peak_rss_mb`` is ours alone;
+Postgres is a throwaway embedded server. Prints one JSON line.
+
+    .venv/bin/python bench/ads_backfill.py [--days 90] [--campaigns 200] [--ads-per-campaign 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from everreach_data.assets.ads import sync_ad_performance  # noqa: E402
+from everreach_data.config import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_data.db.embedded import start_embedded  # noqa: E402
+from everreach_data.db.migrate import migrate  # noqa: E402
+from everreach_data.meta.client import GraphClient  # noqa: E402
+from everreach_data.meta.insights import InsightsOptions  # noqa: E402
+
+ACCOUNT = "act_7000000000000001"
+LEVELS = ["campaign", "adset", "ad"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sandbox(port: int, latency: str) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "everreach-data"
+    proc = subprocess.Popen([str(exe), "sandbox", "--port", str(port), "--latency-ms", latency],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=1)
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the sandbox did not start")
+
+
+def raw_copy_rows_per_second(url: str) -> dict[str, float]:
+    """COPY the rows just written (as COPY text) into scratch tables: one shaped like ``ad_performance``
+    with the same indexes (``LIKE … INCLUDING ALL``; the like-for-like ceiling) and one with none."""
+    import psycopg
+
+    out = {}
+    with psycopg.connect(url) as conn:
+        buf = bytearray()
+        with conn.cursor().copy("COPY ad_performance TO STDOUT") as copy:
+            for block in copy:
+                buf += block
+        data = bytes(buf)
+        del buf
+        for name, like in (("same_indexes", "INCLUDING ALL"), ("no_indexes", "INCLUDING DEFAULTS")):
+            conn.execute(f"CREATE TABLE scratch_{name} (LIKE ad_performance {like})")
+            conn.commit()
+            started = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY scratch_{name} FROM STDIN") as copy:
+                    for i in range(0, len(data), 1 << 20):
+                        copy.write(data[i:i + (1 << 20)])
+                rows = cur.rowcount
+            out[name] = rows / (time.perf_counter() - started)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--campaigns", type=int, default=200)
+    ap.add_argument("--ads-per-campaign", type=int, default=5)
+    ap.add_argument("--latency-ms", default="20-50")
+    ap.add_argument("--chunk-days", type=int, default=InsightsOptions.chunk_days)
+    ap.add_argument("--page-size", type=int, default=InsightsOptions.page_size)
+    args = ap.parse_args()
+    rss_start_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    home = Path(tempfile.mkdtemp(prefix="everreach-bench-"))
+    port = free_port()
+    sandbox = start_sandbox(port, args.latency_ms)
+    pg = None
+    try:
+        pg = start_embedded(home, databases=("bench",))
+        url = pg.url("bench")
+        migrate(url)
+        base = f"http://127.0.0.1:{port}"
+        made = httpx.post(f"{base}/_sandbox/marketing/accounts", json={
+            "account_id": ACCOUNT, "campaigns": args.campaigns, "adsets_per_campaign": 1,
+            "ads_per_adset": args.ads_per_campaign}).json()
+        until = datetime.now(UTC).date() - timedelta(days=2)
+        since = until - timedelta(days=args.days - 1)
+        started = time.perf_counter()
+        with GraphClient(f"{base}/v24.0", SANDBOX_DEFAULTS["FB_ADS_ACCESS_TOKEN"]) as client:
+            result = sync_ad_performance(url, client, accounts=[ACCOUNT], levels=LEVELS, since=since,
+                                         until=until, options=InsightsOptions(chunk_days=args.chunk_days,
+                                                                                 page_size=args.page_size))
+        wall = time.perf_counter() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # before the baseline's buffers
+        copy_rps = raw_copy_rows_per_second(url)
+        baseline_calls = args.days * len(LEVELS)
+        write_rps = result.rows_written / result.write_seconds
+        print(json.dumps({
+            "benchmark": "ads_backfill",
+            "account": {"campaigns": made["campaigns"], "adsets": made["adsets"], "ads": made["ads"]},
+            "days": args.days, "levels": len(LEVELS), "latency_ms": args.latency_ms,
+            "rows_written": result.rows_written,
+            "api_calls": result.api_calls, "report_runs": result.report_runs,
+            "baseline_calls_one_per_day_per_level": baseline_calls,
+            "calls_vs_baseline": round(result.api_calls / baseline_calls, 3),
+            # a per-day client starts, polls and pages each report: at least 3 calls per day and level
+            "baseline_calls_one_report_per_day_per_level": 3 * baseline_calls,
+            "chunk_days": args.chunk_days, "page_size": args.page_size,
+            "wall_seconds": round(wall, 2), "read_seconds": result.read_seconds,
+            "write_seconds": result.write_seconds,
+            "rows_per_second_written": round(write_rps),
+            "raw_copy_rows_per_second": round(copy_rps["same_indexes"]),
+            "written_vs_raw_copy": round(write_rps / copy_rps["same_indexes"], 3),
+            "raw_copy_no_indexes_rows_per_second": round(copy_rps["no_indexes"]),
+            "written_vs_raw_copy_no_indexes": round(write_rps / copy_rps["no_indexes"], 3),
+            "peak_rss_mb": round(peak_mb, 1), "rss_after_imports_mb": round(rss_start_mb, 1),
+        }))
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
