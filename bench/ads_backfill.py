@@ -49,8 +49,11 @@ def free_port() -> int:
 
 def start_sandbox(port: int, latency: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "everreach-data"
-    proc = subprocess.Popen([str(exe), "sandbox", "--port", str(port), "--latency-ms", latency],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(exe), "sandbox", "--port", str(port), "--latency-ms", latency],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -82,7 +85,7 @@ def raw_copy_rows_per_second(url: str) -> dict[str, float]:
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(f"COPY scratch_{name} FROM STDIN") as copy:
                     for i in range(0, len(data), 1 << 20):
-                        copy.write(data[i:i + (1 << 20)])
+                        copy.write(data[i : i + (1 << 20)])
                 rows = cur.rowcount
             out[name] = rows / (time.perf_counter() - started)
     return out
@@ -108,41 +111,63 @@ def main() -> None:
         url = pg.url("bench")
         migrate(url)
         base = f"http://127.0.0.1:{port}"
-        made = httpx.post(f"{base}/_sandbox/marketing/accounts", json={
-            "account_id": ACCOUNT, "campaigns": args.campaigns, "adsets_per_campaign": 1,
-            "ads_per_adset": args.ads_per_campaign}).json()
+        made = httpx.post(
+            f"{base}/_sandbox/marketing/accounts",
+            json={
+                "account_id": ACCOUNT,
+                "campaigns": args.campaigns,
+                "adsets_per_campaign": 1,
+                "ads_per_adset": args.ads_per_campaign,
+            },
+        ).json()
         until = datetime.now(UTC).date() - timedelta(days=2)
         since = until - timedelta(days=args.days - 1)
         started = time.perf_counter()
         with GraphClient(f"{base}/v24.0", SANDBOX_DEFAULTS["FB_ADS_ACCESS_TOKEN"]) as client:
-            result = sync_ad_performance(url, client, accounts=[ACCOUNT], levels=LEVELS, since=since,
-                                         until=until, options=InsightsOptions(chunk_days=args.chunk_days,
-                                                                                 page_size=args.page_size))
+            result = sync_ad_performance(
+                url,
+                client,
+                accounts=[ACCOUNT],
+                levels=LEVELS,
+                since=since,
+                until=until,
+                options=InsightsOptions(chunk_days=args.chunk_days, page_size=args.page_size),
+            )
         wall = time.perf_counter() - started
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # before the baseline's buffers
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the baseline's buffers
         copy_rps = raw_copy_rows_per_second(url)
         baseline_calls = args.days * len(LEVELS)
         write_rps = result.rows_written / result.write_seconds
-        print(json.dumps({
-            "benchmark": "ads_backfill",
-            "account": {"campaigns": made["campaigns"], "adsets": made["adsets"], "ads": made["ads"]},
-            "days": args.days, "levels": len(LEVELS), "latency_ms": args.latency_ms,
-            "rows_written": result.rows_written,
-            "api_calls": result.api_calls, "report_runs": result.report_runs,
-            "baseline_calls_one_per_day_per_level": baseline_calls,
-            "calls_vs_baseline": round(result.api_calls / baseline_calls, 3),
-            # a per-day client starts, polls and pages each report: at least 3 calls per day and level
-            "baseline_calls_one_report_per_day_per_level": 3 * baseline_calls,
-            "chunk_days": args.chunk_days, "page_size": args.page_size,
-            "wall_seconds": round(wall, 2), "read_seconds": result.read_seconds,
-            "write_seconds": result.write_seconds,
-            "rows_per_second_written": round(write_rps),
-            "raw_copy_rows_per_second": round(copy_rps["same_indexes"]),
-            "written_vs_raw_copy": round(write_rps / copy_rps["same_indexes"], 3),
-            "raw_copy_no_indexes_rows_per_second": round(copy_rps["no_indexes"]),
-            "written_vs_raw_copy_no_indexes": round(write_rps / copy_rps["no_indexes"], 3),
-            "peak_rss_mb": round(peak_mb, 1), "rss_after_imports_mb": round(rss_start_mb, 1),
-        }))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "ads_backfill",
+                    "account": {"campaigns": made["campaigns"], "adsets": made["adsets"], "ads": made["ads"]},
+                    "days": args.days,
+                    "levels": len(LEVELS),
+                    "latency_ms": args.latency_ms,
+                    "rows_written": result.rows_written,
+                    "api_calls": result.api_calls,
+                    "report_runs": result.report_runs,
+                    "baseline_calls_one_per_day_per_level": baseline_calls,
+                    "calls_vs_baseline": round(result.api_calls / baseline_calls, 3),
+                    # a per-day client starts, polls and pages each report: at least 3 calls per day and level
+                    "baseline_calls_one_report_per_day_per_level": 3 * baseline_calls,
+                    "chunk_days": args.chunk_days,
+                    "page_size": args.page_size,
+                    "wall_seconds": round(wall, 2),
+                    "read_seconds": result.read_seconds,
+                    "write_seconds": result.write_seconds,
+                    "rows_per_second_written": round(write_rps),
+                    "raw_copy_rows_per_second": round(copy_rps["same_indexes"]),
+                    "written_vs_raw_copy": round(write_rps / copy_rps["same_indexes"], 3),
+                    "raw_copy_no_indexes_rows_per_second": round(copy_rps["no_indexes"]),
+                    "written_vs_raw_copy_no_indexes": round(write_rps / copy_rps["no_indexes"], 3),
+                    "peak_rss_mb": round(peak_mb, 1),
+                    "rss_after_imports_mb": round(rss_start_mb, 1),
+                }
+            )
+        )
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)

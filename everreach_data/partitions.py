@@ -35,5 +35,6 @@ def partitions_start(settings: Settings, today: date | None = None) -> date:
     return max(settings.PARTITIONS_START_DATE, earliest_insights_day(today))
 
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(load_settings()).isoformat(),
-                                                timezone="UTC", end_offset=0)
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=partitions_start(load_settings()).isoformat(), timezone="UTC", end_offset=0
+)

@@ -7,7 +7,6 @@ A run over any range of daily partitions reads the whole range through async rep
 up to :data:`DAYS_PER_RUN` partitions per run, not one run per day.
 """
 
-
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,21 +56,29 @@ class MetaAdsResource(dg.ConfigurableResource):
 
     def base_url(self, settings: Settings | None = None) -> str:
         settings = settings or load_settings()
-        return f"{(self.graph_url or settings.META_GRAPH_URL).rstrip('/')}/{self.api_version or settings.META_API_VERSION}"
+        url = (self.graph_url or settings.META_GRAPH_URL).rstrip("/")
+        return f"{url}/{self.api_version or settings.META_API_VERSION}"
 
     def options(self, action_types: tuple[str, ...]) -> InsightsOptions:
-        return InsightsOptions(chunk_days=self.chunk_days, page_size=self.page_size,
-                               max_in_flight=self.max_in_flight, poll_initial_seconds=self.poll_initial_seconds,
-                               action_types=action_types)
+        return InsightsOptions(
+            chunk_days=self.chunk_days,
+            page_size=self.page_size,
+            max_in_flight=self.max_in_flight,
+            poll_initial_seconds=self.poll_initial_seconds,
+            action_types=action_types,
+        )
 
     @contextmanager
     def client(self, retry: RetryPolicy | None = None) -> Iterator[GraphClient]:
-        with GraphClient(self.base_url(), self.access_token, timeout=self.timeout_seconds, retry=retry) as client:
+        with GraphClient(
+            self.base_url(), self.access_token, timeout=self.timeout_seconds, retry=retry
+        ) as client:
             yield client
 
 
 class AdPerformanceConfig(dg.Config):
-    """Per-run overrides (the Launchpad); unset means the settings (``ADS_LEVELS``, ``ADS_CONVERSION_ACTION_TYPES``)."""
+    """Per-run overrides (the Launchpad); unset means the settings (``ADS_LEVELS``,
+    ``ADS_CONVERSION_ACTION_TYPES``)."""
 
     levels: list[str] | None = None
     conversion_action_types: list[str] | None = None
@@ -94,6 +101,7 @@ def action_types_from(settings: Settings, override: list[str] | None = None) -> 
 
 
 # ───────────────────────────── the work, without Dagster ─────────────────────────────
+
 
 @dataclass
 class SyncResult:
@@ -125,8 +133,16 @@ class SyncResult:
         return self.totals.get(self.summary_level, Totals()).summary()
 
 
-def sync_ad_performance(database_url: str, client: GraphClient, *, accounts: list[str], levels: list[str],
-                        since: date, until: date, options: InsightsOptions | None = None) -> SyncResult:
+def sync_ad_performance(
+    database_url: str,
+    client: GraphClient,
+    *,
+    accounts: list[str],
+    levels: list[str],
+    since: date,
+    until: date,
+    options: InsightsOptions | None = None,
+) -> SyncResult:
     """Read ``[since, until]`` for every account and level and replace that range in ``ad_performance``."""
     if not accounts:
         raise ValueError("no ad accounts configured: set FB_ADS_ACCOUNT_ID (comma-separated act_… ids)")
@@ -145,25 +161,46 @@ def sync_ad_performance(database_url: str, client: GraphClient, *, accounts: lis
         spool.close()
     stats = client.stats
     return SyncResult(
-        since=since, until=until, accounts=accounts, levels=levels, rows_fetched=spool.rows, rows_written=written,
+        since=since,
+        until=until,
+        accounts=accounts,
+        levels=levels,
+        rows_fetched=spool.rows,
+        rows_written=written,
         rows_per_level={lv: spool.totals[lv].rows if lv in spool.totals else 0 for lv in levels},
-        totals=spool.totals, currencies={a: sorted(c) for a, c in spool.currencies.items()},
-        api_calls=stats.calls, report_runs=reader.stats.report_runs, splits=reader.stats.splits,
-        throttled_calls=stats.throttled, paused_seconds=round(stats.paused_seconds, 3),
-        campaigns=len(spool.campaigns), read_seconds=round(read_done - started, 3),
-        write_seconds=round(write_done - read_done, 3), checks=checks)
+        totals=spool.totals,
+        currencies={a: sorted(c) for a, c in spool.currencies.items()},
+        api_calls=stats.calls,
+        report_runs=reader.stats.report_runs,
+        splits=reader.stats.splits,
+        throttled_calls=stats.throttled,
+        paused_seconds=round(stats.paused_seconds, 3),
+        campaigns=len(spool.campaigns),
+        read_seconds=round(read_done - started, 3),
+        write_seconds=round(write_done - read_done, 3),
+        checks=checks,
+    )
 
 
 # ───────────────────────────── Dagster ─────────────────────────────
 
 CHECKS = [
     dg.AssetCheckSpec("spend_non_negative", asset="ad_performance", description="no row has negative spend"),
-    dg.AssetCheckSpec("clicks_within_impressions", asset="ad_performance",
-                      description="no row has more clicks than impressions"),
-    dg.AssetCheckSpec("rows_fetched_equal_written", asset="ad_performance",
-                      description="every row Meta returned was written, and only those"),
-    dg.AssetCheckSpec("one_currency_per_account", asset="ad_performance",
-                      description="each ad account reports in a single currency"),
+    dg.AssetCheckSpec(
+        "clicks_within_impressions",
+        asset="ad_performance",
+        description="no row has more clicks than impressions",
+    ),
+    dg.AssetCheckSpec(
+        "rows_fetched_equal_written",
+        asset="ad_performance",
+        description="every row Meta returned was written, and only those",
+    ),
+    dg.AssetCheckSpec(
+        "one_currency_per_account",
+        asset="ad_performance",
+        description="each ad account reports in a single currency",
+    ),
 ]
 
 
@@ -171,16 +208,30 @@ def check_results(result: SyncResult) -> list[dg.AssetCheckResult]:
     checks = result.checks
     mixed = {a: c for a, c in checks.get("currencies", {}).items() if len(c) != 1}
     return [
-        dg.AssetCheckResult(check_name="spend_non_negative", passed=checks["negative_spend"] == 0,
-                            metadata={"rows_with_negative_spend": checks["negative_spend"]}),
-        dg.AssetCheckResult(check_name="clicks_within_impressions", passed=checks["clicks_over_impressions"] == 0,
-                            metadata={"rows_with_clicks_over_impressions": checks["clicks_over_impressions"]}),
-        dg.AssetCheckResult(check_name="rows_fetched_equal_written",
-                            passed=result.rows_fetched == result.rows_written == checks["rows_in_range"],
-                            metadata={"fetched": result.rows_fetched, "written": result.rows_written,
-                                      "in_table": checks["rows_in_range"]}),
-        dg.AssetCheckResult(check_name="one_currency_per_account", passed=not mixed,
-                            metadata={"currencies": dg.MetadataValue.json(checks.get("currencies", {}))}),
+        dg.AssetCheckResult(
+            check_name="spend_non_negative",
+            passed=checks["negative_spend"] == 0,
+            metadata={"rows_with_negative_spend": checks["negative_spend"]},
+        ),
+        dg.AssetCheckResult(
+            check_name="clicks_within_impressions",
+            passed=checks["clicks_over_impressions"] == 0,
+            metadata={"rows_with_clicks_over_impressions": checks["clicks_over_impressions"]},
+        ),
+        dg.AssetCheckResult(
+            check_name="rows_fetched_equal_written",
+            passed=result.rows_fetched == result.rows_written == checks["rows_in_range"],
+            metadata={
+                "fetched": result.rows_fetched,
+                "written": result.rows_written,
+                "in_table": checks["rows_in_range"],
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="one_currency_per_account",
+            passed=not mixed,
+            metadata={"currencies": dg.MetadataValue.json(checks.get("currencies", {}))},
+        ),
     ]
 
 
@@ -192,8 +243,12 @@ def check_results(result: SyncResult) -> list[dg.AssetCheckResult]:
     kinds={"postgres", "meta"},
     description="Daily Meta ads insights (campaign, ad set and ad levels) for every configured ad account.",
 )
-def ad_performance(context: dg.AssetExecutionContext, config: AdPerformanceConfig, postgres: PostgresResource,
-                   meta_ads: MetaAdsResource) -> dg.MaterializeResult:
+def ad_performance(
+    context: dg.AssetExecutionContext,
+    config: AdPerformanceConfig,
+    postgres: PostgresResource,
+    meta_ads: MetaAdsResource,
+) -> dg.MaterializeResult:
     settings = load_settings()
     window = context.partition_time_window
     since, until = window.start.date(), window.end.date() - timedelta(days=1)
@@ -202,8 +257,15 @@ def ad_performance(context: dg.AssetExecutionContext, config: AdPerformanceConfi
     accounts = meta_ads.accounts(settings)
     context.log.info(f"reading {since}..{until} for {len(accounts)} account(s), levels {levels}")
     with meta_ads.client() as client:
-        result = sync_ad_performance(postgres.resolved_url(), client, accounts=accounts, levels=levels,
-                                     since=since, until=until, options=options)
+        result = sync_ad_performance(
+            postgres.resolved_url(),
+            client,
+            accounts=accounts,
+            levels=levels,
+            since=since,
+            until=until,
+            options=options,
+        )
     summary = result.summary()
     return dg.MaterializeResult(
         metadata={
@@ -222,13 +284,18 @@ def ad_performance(context: dg.AssetExecutionContext, config: AdPerformanceConfi
     )
 
 
-ad_performance_job = dg.define_asset_job("ad_performance_job", selection=[ad_performance],
-                                         partitions_def=daily_partitions)
+ad_performance_job = dg.define_asset_job(
+    "ad_performance_job", selection=[ad_performance], partitions_def=daily_partitions
+)
 
 ad_performance_daily = dg.build_schedule_from_partitioned_job(
-    ad_performance_job, name="ad_performance_daily", hour_of_day=6, minute_of_hour=0,
+    ad_performance_job,
+    name="ad_performance_daily",
+    hour_of_day=6,
+    minute_of_hour=0,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="yesterday's ad insights, every morning")
+    description="yesterday's ad insights, every morning",
+)
 
 
 def lookback_range(today: date, first_back: int, days: int, earliest: date) -> tuple[date, date] | None:
@@ -241,27 +308,36 @@ def lookback_range(today: date, first_back: int, days: int, earliest: date) -> t
 def lookback_schedule(name: str, cron: str, first_back: int, days: int) -> dg.ScheduleDefinition:
     """A schedule re-pulling one range as a single run (Meta restates recent days)."""
 
-    @dg.schedule(name=name, cron_schedule=cron, job=ad_performance_job, execution_timezone="UTC",
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"re-pull the {days} days ending {first_back} day(s) ago (Meta's restatements)")
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron,
+        job=ad_performance_job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"re-pull the {days} days ending {first_back} day(s) ago (Meta's restatements)",
+    )
     def _schedule(context: dg.ScheduleEvaluationContext):
         today = context.scheduled_execution_time.date()
         span = lookback_range(today, first_back, days, partitions_start(load_settings(), today))
         if span is None:
             return dg.SkipReason("the look-back range is before the first partition")
         start, end = (d.isoformat() for d in span)
-        return dg.RunRequest(run_key=f"{name}:{start}:{end}",
-                             tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end})
+        return dg.RunRequest(
+            run_key=f"{name}:{start}:{end}",
+            tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+        )
 
     return _schedule
 
 
 _settings = load_settings()
 #: The days before yesterday, every day (yesterday is the daily schedule's).
-ad_performance_lookback_daily = lookback_schedule("ad_performance_lookback_daily", "30 6 * * *", 2,
-                                                  _settings.ADS_LOOKBACK_DAILY_DAYS)
+ad_performance_lookback_daily = lookback_schedule(
+    "ad_performance_lookback_daily", "30 6 * * *", 2, _settings.ADS_LOOKBACK_DAILY_DAYS
+)
 #: Meta's whole 28-day restatement window, once a week.
-ad_performance_lookback_weekly = lookback_schedule("ad_performance_lookback_weekly", "0 7 * * 1", 1,
-                                                   _settings.ADS_LOOKBACK_WEEKLY_DAYS)
+ad_performance_lookback_weekly = lookback_schedule(
+    "ad_performance_lookback_weekly", "0 7 * * 1", 1, _settings.ADS_LOOKBACK_WEEKLY_DAYS
+)
 
 schedules = [ad_performance_daily, ad_performance_lookback_daily, ad_performance_lookback_weekly]

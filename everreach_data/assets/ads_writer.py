@@ -19,9 +19,29 @@ import psycopg
 
 from everreach_data.meta.insights import InsightRow
 
-COLUMNS = ("campaign_id", "ad_account_id", "level", "object_id", "date", "meta_campaign_id", "adset_id", "ad_id",
-           "spend", "impressions", "clicks", "reach", "frequency", "cpc", "cpm", "ctr", "conversions",
-           "conversion_value", "currency", "objective", "metadata")
+COLUMNS = (
+    "campaign_id",
+    "ad_account_id",
+    "level",
+    "object_id",
+    "date",
+    "meta_campaign_id",
+    "adset_id",
+    "ad_id",
+    "spend",
+    "impressions",
+    "clicks",
+    "reach",
+    "frequency",
+    "cpc",
+    "cpm",
+    "ctr",
+    "conversions",
+    "conversion_value",
+    "currency",
+    "objective",
+    "metadata",
+)
 COPY_SQL = f"COPY ad_performance ({', '.join(COLUMNS)}) FROM STDIN"
 
 UPSERT_CAMPAIGNS = """
@@ -56,20 +76,29 @@ def _num(value: Any) -> str:
 
 
 def copy_line(row: InsightRow) -> str:
-    """The row as a COPY line whose first field is the Meta campaign id, swapped for our uuid at write time."""
-    meta: dict[str, Any] = {k: v for k, v in (("campaign_name", row.campaign_name), ("adset_name", row.adset_name),
-                                              ("ad_name", row.ad_name)) if v is not None}
+    """The row as a COPY line; its first field is the Meta campaign id, swapped for our uuid when written."""
+    meta: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("campaign_name", row.campaign_name),
+            ("adset_name", row.adset_name),
+            ("ad_name", row.ad_name),
+        )
+        if v is not None
+    }
     if row.actions:
         meta["actions"] = row.actions
     if row.action_values:
         meta["action_values"] = row.action_values
     campaign = copy_text(row.campaign_id)
-    return (f"{campaign}\t{copy_text(row.account_id)}\t{row.level}\t{copy_text(row.object_id)}\t{row.date}\t"
-            f"{campaign}\t{copy_text(row.adset_id)}\t{copy_text(row.ad_id)}\t{row.spend}\t{row.impressions}\t"
-            f"{row.clicks}\t{_num(row.reach)}\t{_num(row.frequency)}\t{_num(row.cpc)}\t{_num(row.cpm)}\t"
-            f"{_num(row.ctr)}\t{row.conversions}\t{row.conversion_value}\t{copy_text(row.currency)}\t"
-            f"{copy_text(row.objective)}\t"
-            f"{copy_text(json.dumps(meta, ensure_ascii=False, separators=(',', ':')))}\n")
+    return (
+        f"{campaign}\t{copy_text(row.account_id)}\t{row.level}\t{copy_text(row.object_id)}\t{row.date}\t"
+        f"{campaign}\t{copy_text(row.adset_id)}\t{copy_text(row.ad_id)}\t{row.spend}\t{row.impressions}\t"
+        f"{row.clicks}\t{_num(row.reach)}\t{_num(row.frequency)}\t{_num(row.cpc)}\t{_num(row.cpm)}\t"
+        f"{_num(row.ctr)}\t{row.conversions}\t{row.conversion_value}\t{copy_text(row.currency)}\t"
+        f"{copy_text(row.objective)}\t"
+        f"{copy_text(json.dumps(meta, ensure_ascii=False, separators=(',', ':')))}\n"
+    )
 
 
 @dataclass
@@ -106,15 +135,21 @@ class Spool:
     """Rows in COPY format on disk (in memory while small), with the campaigns and totals seen."""
 
     file: IO[bytes] = field(default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=8 << 20))
-    campaigns: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # id → (name, account, objective)
-    totals: dict[str, Totals] = field(default_factory=dict)                           # per level
-    currencies: dict[str, set[str]] = field(default_factory=dict)                     # per account
+    campaigns: dict[str, tuple[str, str, str | None]] = field(
+        default_factory=dict
+    )  # id → (name, account, objective)
+    totals: dict[str, Totals] = field(default_factory=dict)  # per level
+    currencies: dict[str, set[str]] = field(default_factory=dict)  # per account
     rows: int = 0
 
     def add(self, row: InsightRow) -> None:
         self.file.write(copy_line(row).encode())
         if row.campaign_id not in self.campaigns or row.campaign_name:
-            self.campaigns[row.campaign_id] = (row.campaign_name or row.campaign_id, row.account_id, row.objective)
+            self.campaigns[row.campaign_id] = (
+                row.campaign_name or row.campaign_id,
+                row.account_id,
+                row.objective,
+            )
         self.totals.setdefault(row.level, Totals()).add(row)
         if row.currency:
             self.currencies.setdefault(row.account_id, set()).add(row.currency)
@@ -145,17 +180,29 @@ def _with_uuids(block: bytes, uuids: dict[bytes, bytes]) -> bytes:
     return b"\n".join(out) + b"\n" if out else b""
 
 
-def replace_range(conn: psycopg.Connection, spool: Spool, *, accounts: list[str], levels: list[str],
-                  since: date, until: date) -> int:
+def replace_range(
+    conn: psycopg.Connection,
+    spool: Spool,
+    *,
+    accounts: list[str],
+    levels: list[str],
+    since: date,
+    until: date,
+) -> int:
     """Upsert campaigns, delete the range, COPY the spooled rows: one transaction. Returns rows written."""
     with conn.transaction(), conn.cursor() as cur:
         uuids: dict[bytes, bytes] = {}
         if spool.campaigns:
             ids = list(spool.campaigns)
-            cur.execute(UPSERT_CAMPAIGNS, {
-                "ids": ids, "names": [spool.campaigns[i][0] for i in ids],
-                "accounts": [spool.campaigns[i][1] for i in ids],
-                "objectives": [spool.campaigns[i][2] for i in ids]})
+            cur.execute(
+                UPSERT_CAMPAIGNS,
+                {
+                    "ids": ids,
+                    "names": [spool.campaigns[i][0] for i in ids],
+                    "accounts": [spool.campaigns[i][1] for i in ids],
+                    "objectives": [spool.campaigns[i][2] for i in ids],
+                },
+            )
             for rec in cur.fetchall():
                 ext, uid = (rec["external_id"], rec["campaign_id"]) if isinstance(rec, dict) else rec
                 uuids[copy_text(ext).encode()] = str(uid).encode()
@@ -182,8 +229,9 @@ GROUP BY ad_account_id
 """
 
 
-def range_checks(conn: psycopg.Connection, *, accounts: list[str], levels: list[str], since: date,
-                 until: date) -> dict[str, Any]:
+def range_checks(
+    conn: psycopg.Connection, *, accounts: list[str], levels: list[str], since: date, until: date
+) -> dict[str, Any]:
     """What the asset checks assert, read back from the table after the write."""
     params = {"accounts": accounts, "levels": levels, "since": since, "until": until}
     counts = conn.execute(CHECKS_SQL, params).fetchone()

@@ -46,29 +46,81 @@ DEFAULT_CONVERSION_ACTION_TYPES: tuple[str, ...] = (
 
 #: Aggregate action types and the leaf types they include (Meta's action-type hierarchy).
 AGGREGATE_ACTION_TYPES: dict[str, frozenset[str]] = {
-    "omni_purchase": frozenset({"purchase", "offsite_conversion.fb_pixel_purchase", "onsite_conversion.purchase",
-                                "app_custom_event.fb_mobile_purchase", "offline_conversion.purchase",
-                                "onsite_web_purchase", "onsite_web_app_purchase", "web_in_store_purchase"}),
-    "purchase": frozenset({"offsite_conversion.fb_pixel_purchase", "onsite_web_purchase",
-                           "onsite_web_app_purchase", "web_in_store_purchase"}),
-    "lead": frozenset({"offsite_conversion.fb_pixel_lead", "onsite_conversion.lead_grouped", "leadgen_grouped",
-                       "onsite_conversion.lead"}),
-    "omni_lead": frozenset({"lead", "offsite_conversion.fb_pixel_lead", "onsite_conversion.lead_grouped",
-                            "leadgen_grouped", "onsite_conversion.lead"}),
+    "omni_purchase": frozenset(
+        {
+            "purchase",
+            "offsite_conversion.fb_pixel_purchase",
+            "onsite_conversion.purchase",
+            "app_custom_event.fb_mobile_purchase",
+            "offline_conversion.purchase",
+            "onsite_web_purchase",
+            "onsite_web_app_purchase",
+            "web_in_store_purchase",
+        }
+    ),
+    "purchase": frozenset(
+        {
+            "offsite_conversion.fb_pixel_purchase",
+            "onsite_web_purchase",
+            "onsite_web_app_purchase",
+            "web_in_store_purchase",
+        }
+    ),
+    "lead": frozenset(
+        {
+            "offsite_conversion.fb_pixel_lead",
+            "onsite_conversion.lead_grouped",
+            "leadgen_grouped",
+            "onsite_conversion.lead",
+        }
+    ),
+    "omni_lead": frozenset(
+        {
+            "lead",
+            "offsite_conversion.fb_pixel_lead",
+            "onsite_conversion.lead_grouped",
+            "leadgen_grouped",
+            "onsite_conversion.lead",
+        }
+    ),
     "onsite_conversion.lead_grouped": frozenset({"leadgen_grouped", "onsite_conversion.lead"}),
 }
 
 #: Fields asked for at each level (ids and names of the level and its parents; no action breakdowns).
-METRIC_FIELDS = ("account_currency", "objective", "spend", "impressions", "clicks", "reach", "frequency", "cpc",
-                 "cpm", "ctr", "actions", "action_values")
+METRIC_FIELDS = (
+    "account_currency",
+    "objective",
+    "spend",
+    "impressions",
+    "clicks",
+    "reach",
+    "frequency",
+    "cpc",
+    "cpm",
+    "ctr",
+    "actions",
+    "action_values",
+)
 LEVEL_FIELDS: dict[str, tuple[str, ...]] = {
     "campaign": ("campaign_id", "campaign_name", *METRIC_FIELDS),
     "adset": ("campaign_id", "campaign_name", "adset_id", "adset_name", *METRIC_FIELDS),
     "ad": ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name", *METRIC_FIELDS),
 }
 #: Every status, so paused, archived and deleted objects' past delivery is not silently dropped.
-ALL_STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED", "IN_PROCESS", "WITH_ISSUES", "CAMPAIGN_PAUSED",
-                "ADSET_PAUSED", "PENDING_REVIEW", "DISAPPROVED", "PREAPPROVED", "PENDING_BILLING_INFO")
+ALL_STATUSES = (
+    "ACTIVE",
+    "PAUSED",
+    "DELETED",
+    "ARCHIVED",
+    "IN_PROCESS",
+    "WITH_ISSUES",
+    "CAMPAIGN_PAUSED",
+    "ADSET_PAUSED",
+    "PENDING_REVIEW",
+    "DISAPPROVED",
+    "PREAPPROVED",
+    "PENDING_BILLING_INFO",
+)
 DONE, FAILED = "Job Completed", ("Job Failed", "Job Skipped")
 
 
@@ -86,12 +138,15 @@ def check_action_types(types: Iterable[str]) -> tuple[str, ...]:
     for agg, parts in AGGREGATE_ACTION_TYPES.items():
         overlap = sorted(parts & set(chosen)) if agg in chosen else []
         if overlap:
-            raise ValueError(f"conversion action types {agg!r} and {', '.join(map(repr, overlap))} overlap: "
-                             f"{agg} already includes them, so the same conversions would be counted twice")
+            raise ValueError(
+                f"conversion action types {agg!r} and {', '.join(map(repr, overlap))} overlap: "
+                f"{agg} already includes them, so the same conversions would be counted twice"
+            )
     return chosen
 
 
 # ───────────────────────────── rows ─────────────────────────────
+
 
 @dataclass(frozen=True, slots=True)
 class InsightRow:
@@ -151,8 +206,13 @@ def sum_actions(items: Any, action_types: Sequence[str]) -> Decimal:
     return total
 
 
-def parse_row(raw: Mapping[str, Any], *, account_id: str, level: str,
-              action_types: Sequence[str] = DEFAULT_CONVERSION_ACTION_TYPES) -> InsightRow:
+def parse_row(
+    raw: Mapping[str, Any],
+    *,
+    account_id: str,
+    level: str,
+    action_types: Sequence[str] = DEFAULT_CONVERSION_ACTION_TYPES,
+) -> InsightRow:
     """One insights row (``time_increment=1``) as Meta sends it, typed; ``ValueError`` names a bad field."""
     id_key = f"{level}_id"
     if not raw.get(id_key) or not raw.get("campaign_id"):
@@ -163,20 +223,35 @@ def parse_row(raw: Mapping[str, Any], *, account_id: str, level: str,
     actions = list(raw.get("actions") or [])
     values = list(raw.get("action_values") or [])
     return InsightRow(
-        account_id=account_id, level=level, object_id=str(raw[id_key]), date=date.fromisoformat(start),
-        campaign_id=str(raw["campaign_id"]), campaign_name=raw.get("campaign_name"),
-        adset_id=raw.get("adset_id"), adset_name=raw.get("adset_name"),
-        ad_id=raw.get("ad_id"), ad_name=raw.get("ad_name"),
-        spend=_decimal(raw, "spend") or Decimal(0), impressions=_int(raw, "impressions") or 0,
-        clicks=_int(raw, "clicks") or 0, reach=_int(raw, "reach"), frequency=_decimal(raw, "frequency"),
-        cpc=_decimal(raw, "cpc"), cpm=_decimal(raw, "cpm"), ctr=_decimal(raw, "ctr"),
-        conversions=sum_actions(actions, action_types), conversion_value=sum_actions(values, action_types),
-        currency=raw.get("account_currency"), objective=raw.get("objective"),
-        actions=actions, action_values=values,
+        account_id=account_id,
+        level=level,
+        object_id=str(raw[id_key]),
+        date=date.fromisoformat(start),
+        campaign_id=str(raw["campaign_id"]),
+        campaign_name=raw.get("campaign_name"),
+        adset_id=raw.get("adset_id"),
+        adset_name=raw.get("adset_name"),
+        ad_id=raw.get("ad_id"),
+        ad_name=raw.get("ad_name"),
+        spend=_decimal(raw, "spend") or Decimal(0),
+        impressions=_int(raw, "impressions") or 0,
+        clicks=_int(raw, "clicks") or 0,
+        reach=_int(raw, "reach"),
+        frequency=_decimal(raw, "frequency"),
+        cpc=_decimal(raw, "cpc"),
+        cpm=_decimal(raw, "cpm"),
+        ctr=_decimal(raw, "ctr"),
+        conversions=sum_actions(actions, action_types),
+        conversion_value=sum_actions(values, action_types),
+        currency=raw.get("account_currency"),
+        objective=raw.get("objective"),
+        actions=actions,
+        action_values=values,
     )
 
 
 # ───────────────────────────── report runs ─────────────────────────────
+
 
 @dataclass(frozen=True)
 class ReportRequest:
@@ -227,7 +302,7 @@ class ReadStats:
     polls: int = 0
     pages: int = 0
     splits: int = 0
-    rows: dict[str, int] = field(default_factory=dict)   # level → rows read
+    rows: dict[str, int] = field(default_factory=dict)  # level → rows read
 
 
 def chunks(since: date, until: date, days: int) -> list[tuple[date, date]]:
@@ -244,23 +319,37 @@ def permanent_error(error: GraphAPIError, request: ReportRequest) -> InsightsErr
     """The clear message for an error retrying will not fix."""
     where = request.describe()
     if error.kind is ErrorKind.AUTH:
-        msg = (f"Meta rejected the ads access token (FB_ADS_ACCESS_TOKEN) while reading {where}: {error}. "
-               "Generate a new system-user token with ads_read and set FB_ADS_ACCESS_TOKEN.")
+        msg = (
+            f"Meta rejected the ads access token (FB_ADS_ACCESS_TOKEN) while reading {where}: {error}. "
+            "Generate a new system-user token with ads_read and set FB_ADS_ACCESS_TOKEN."
+        )
     elif error.kind is ErrorKind.PERMISSION:
-        msg = (f"The ads access token may not read {request.account_id}: {error}. Give the system user "
-               "ads_read on this ad account (Business Settings → Ad accounts) or remove it from FB_ADS_ACCOUNT_ID.")
+        msg = (
+            f"The ads access token may not read {request.account_id}: {error}. Give the system user "
+            "ads_read on this ad account (Business Settings → Ad accounts) or remove it from "
+            "FB_ADS_ACCOUNT_ID."
+        )
     elif error.kind is ErrorKind.INVALID:
-        msg = f"Meta refused the insights request for {where}: {error}. Check the account id and the fields asked for."
+        msg = (
+            f"Meta refused the insights request for {where}: {error}. Check the account id and the fields "
+            "asked for."
+        )
     else:
         msg = f"Reading insights for {where} failed: {error}"
     return InsightsError(msg, error)
 
 
 class InsightsReader:
-    """Reads ``time_increment=1`` insights for accounts × levels × a date range through a :class:`GraphClient`."""
+    """Reads ``time_increment=1`` insights for accounts × levels × a date range (a :class:`GraphClient`)."""
 
-    def __init__(self, client: GraphClient, options: InsightsOptions | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: GraphClient,
+        options: InsightsOptions | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.options = options or InsightsOptions()
         self.options.action_types = check_action_types(self.options.action_types)
@@ -270,50 +359,80 @@ class InsightsReader:
 
     # ── planning and splitting ──
 
-    def plan(self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date) -> list[ReportRequest]:
+    def plan(
+        self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date
+    ) -> list[ReportRequest]:
         bad = [lv for lv in levels if lv not in LEVELS]
         if bad:
             raise ValueError(f"unknown insights level(s) {bad}: choose from {', '.join(LEVELS)}")
-        return [ReportRequest(acct, level, a, b) for acct in accounts for level in levels
-                for a, b in chunks(since, until, self.options.chunk_days)]
+        return [
+            ReportRequest(acct, level, a, b)
+            for acct in accounts
+            for level in levels
+            for a, b in chunks(since, until, self.options.chunk_days)
+        ]
 
     def campaign_ids(self, account_id: str) -> tuple[str, ...]:
         """Every campaign of the account (any status), for splitting a request by ids."""
         if account_id not in self._campaigns:
-            params = {"fields": "id", "limit": 500,
-                      "filtering": json.dumps([{"field": "campaign.effective_status", "operator": "IN",
-                                                "value": list(ALL_STATUSES[:4])}])}
-            self._campaigns[account_id] = tuple(str(c["id"]) for c in
-                                                self.client.paginate(f"{account_id}/campaigns", params))
+            params = {
+                "fields": "id",
+                "limit": 500,
+                "filtering": json.dumps(
+                    [
+                        {
+                            "field": "campaign.effective_status",
+                            "operator": "IN",
+                            "value": list(ALL_STATUSES[:4]),
+                        }
+                    ]
+                ),
+            }
+            self._campaigns[account_id] = tuple(
+                str(c["id"]) for c in self.client.paginate(f"{account_id}/campaigns", params)
+            )
         return self._campaigns[account_id]
 
     def split(self, request: ReportRequest, error: GraphAPIError | str) -> list[ReportRequest]:
-        """Two smaller requests: half the days, else half the campaigns; InsightsError when neither is left."""
+        """Two smaller requests: half the days, else half the campaigns (InsightsError if neither)."""
         self.stats.splits += 1
         if request.days > 1:
             mid = request.since + timedelta(days=request.days // 2 - 1)
-            return [replace(request, until=mid, attempt=0),
-                    replace(request, since=mid + timedelta(days=1), attempt=0)]
-        ids = request.campaign_ids if request.campaign_ids is not None else self.campaign_ids(request.account_id)
+            return [
+                replace(request, until=mid, attempt=0),
+                replace(request, since=mid + timedelta(days=1), attempt=0),
+            ]
+        ids = (
+            request.campaign_ids
+            if request.campaign_ids is not None
+            else self.campaign_ids(request.account_id)
+        )
         if len(ids) > 1:
             half = len(ids) // 2
-            return [replace(request, campaign_ids=ids[:half], attempt=0),
-                    replace(request, campaign_ids=ids[half:], attempt=0)]
-        raise InsightsError(f"Meta says one day of one campaign is too much data for {request.describe()} "
-                            f"({error}); ask for fewer fields or a coarser level.",
-                            error if isinstance(error, GraphAPIError) else None)
+            return [
+                replace(request, campaign_ids=ids[:half], attempt=0),
+                replace(request, campaign_ids=ids[half:], attempt=0),
+            ]
+        raise InsightsError(
+            f"Meta says one day of one campaign is too much data for {request.describe()} "
+            f"({error}); ask for fewer fields or a coarser level.",
+            error if isinstance(error, GraphAPIError) else None,
+        )
 
     # ── the Graph calls ──
 
     def _params(self, request: ReportRequest) -> dict[str, Any]:
         filtering: list[dict[str, Any]] = [
-            {"field": f"{request.level}.effective_status", "operator": "IN", "value": list(ALL_STATUSES)}]
+            {"field": f"{request.level}.effective_status", "operator": "IN", "value": list(ALL_STATUSES)}
+        ]
         if request.campaign_ids is not None:
             filtering.append({"field": "campaign.id", "operator": "IN", "value": list(request.campaign_ids)})
         return {
             "level": request.level,
             "fields": ",".join(LEVEL_FIELDS[request.level]),
-            "time_range": json.dumps({"since": request.since.isoformat(), "until": request.until.isoformat()}),
+            "time_range": json.dumps(
+                {"since": request.since.isoformat(), "until": request.until.isoformat()}
+            ),
             "time_increment": "1",
             "filtering": json.dumps(filtering),
             "use_unified_attribution_setting": "true",
@@ -326,8 +445,13 @@ class InsightsReader:
             raise InsightsError(f"Meta started no report run for {request.describe()}: {body}")
         self.stats.report_runs += 1
         now = self._clock()
-        return _Job(request, str(run_id), now, now + self.options.poll_initial_seconds,
-                    self.options.poll_initial_seconds)
+        return _Job(
+            request,
+            str(run_id),
+            now,
+            now + self.options.poll_initial_seconds,
+            self.options.poll_initial_seconds,
+        )
 
     def _pages(self, job: _Job) -> Iterator[dict[str, Any]]:
         """The finished run's rows, page by page; a page Meta finds too large is asked again at half size."""
@@ -352,7 +476,9 @@ class InsightsReader:
 
     # ── the loop ──
 
-    def read(self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date) -> Iterator[InsightRow]:
+    def read(
+        self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date
+    ) -> Iterator[InsightRow]:
         """Every row for the accounts × levels × days, as report runs finish (not in date order)."""
         queue: deque[ReportRequest] = deque(self.plan(accounts, levels, since, until))
         in_flight: list[_Job] = []
@@ -382,23 +508,29 @@ class InsightsReader:
                 in_flight.remove(job)
                 try:
                     for raw in self._pages(job):
-                        row = parse_row(raw, account_id=job.request.account_id, level=job.request.level,
-                                        action_types=opts.action_types)
+                        row = parse_row(
+                            raw,
+                            account_id=job.request.account_id,
+                            level=job.request.level,
+                            action_types=opts.action_types,
+                        )
                         self.stats.rows[row.level] = self.stats.rows.get(row.level, 0) + 1
                         yield row
                 except GraphAPIError as exc:
                     raise permanent_error(exc, job.request) from exc
             elif state in FAILED:
                 in_flight.remove(job)
-                # Meta fails jobs that are too large as often as it refuses them up front: retry once, then split.
+                # Meta fails too-large jobs as often as it refuses them up front: retry once, then split.
                 if job.request.attempt == 0:
                     queue.appendleft(replace(job.request, attempt=1))
                 else:
                     queue.extendleft(reversed(self.split(job.request, f"report run {job.run_id} {state}")))
             elif self._clock() - job.started > opts.job_timeout_seconds:
-                raise InsightsError(f"report run {job.run_id} for {job.request.describe()} did not finish in "
-                                    f"{opts.job_timeout_seconds:.0f}s (last status {state!r}, "
-                                    f"{status.get('async_percent_completion')}%)")
+                raise InsightsError(
+                    f"report run {job.run_id} for {job.request.describe()} did not finish in "
+                    f"{opts.job_timeout_seconds:.0f}s (last status {state!r}, "
+                    f"{status.get('async_percent_completion')}%)"
+                )
             else:
                 job.delay = min(opts.poll_max_seconds, job.delay * opts.poll_factor)
                 job.next_poll = self._clock() + job.delay

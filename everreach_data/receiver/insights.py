@@ -20,11 +20,13 @@ from everreach_data.receiver.auth import authenticate
 from everreach_data.receiver.errors import ApiError
 
 LEVELS = ("campaign", "adset", "ad")
-MAX_DAYS = 1123          # Meta keeps 37 months of insights; nothing older can be in the table
+MAX_DAYS = 1123  # Meta keeps 37 months of insights; nothing older can be in the table
 MAX_LIMIT = 1000
 
-_FILTER = "level = %(level)s AND date BETWEEN %(start)s AND %(end)s " \
-          "AND (%(account)s::text IS NULL OR ad_account_id = %(account)s)"
+_FILTER = (
+    "level = %(level)s AND date BETWEEN %(start)s AND %(end)s "
+    "AND (%(account)s::text IS NULL OR ad_account_id = %(account)s)"
+)
 
 SUMMARY_SQL = f"""
 SELECT count(*) AS insights_count,
@@ -37,7 +39,8 @@ FROM ad_performance WHERE {_FILTER}
 MISSING_SQL = f"""
 SELECT d::date AS day
 FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
-WHERE NOT EXISTS (SELECT 1 FROM ad_performance WHERE {_FILTER.replace('BETWEEN %(start)s AND %(end)s', '= d::date')})
+WHERE NOT EXISTS (
+    SELECT 1 FROM ad_performance WHERE {_FILTER.replace("BETWEEN %(start)s AND %(end)s", "= d::date")})
 ORDER BY 1
 """
 
@@ -70,8 +73,11 @@ def parse_query(request: Request) -> dict[str, Any]:
     if start > end:
         raise ApiError(422, f"start_date {start} is after end_date {end}", field="start_date")
     if (end - start).days + 1 > MAX_DAYS:
-        raise ApiError(422, f"start_date: the range is longer than Meta keeps insights ({MAX_DAYS} days)",
-                       field="start_date")
+        raise ApiError(
+            422,
+            f"start_date: the range is longer than Meta keeps insights ({MAX_DAYS} days)",
+            field="start_date",
+        )
     level = request.query_params.get("level") or "campaign"
     if level not in LEVELS:
         raise ApiError(422, f"level must be one of {', '.join(LEVELS)}, got {level!r}", field="level")
@@ -122,17 +128,19 @@ async def ads_insights(request: Request) -> JSONResponse:
         missing = [r["day"].isoformat() for r in await cur.fetchall()]
         await cur.execute(ROWS_SQL, q)
         rows = [{k: _json(v) for k, v in r.items()} for r in await cur.fetchall()]
-    return JSONResponse({
-        "success": True,
-        "start_date": q["start"].isoformat(),
-        "end_date": q["end"].isoformat(),
-        "level": q["level"],
-        "insights_count": totals["insights_count"],
-        "summary": summarize(totals),
-        "synced_to_database": totals["insights_count"],
-        "missing_dates": missing,
-        "insights": rows,
-    })
+    return JSONResponse(
+        {
+            "success": True,
+            "start_date": q["start"].isoformat(),
+            "end_date": q["end"].isoformat(),
+            "level": q["level"],
+            "insights_count": totals["insights_count"],
+            "summary": summarize(totals),
+            "synced_to_database": totals["insights_count"],
+            "missing_dates": missing,
+            "insights": rows,
+        }
+    )
 
 
 routes: list[Route] = [Route("/api/v1/integrations/meta/ads-insights", ads_insights, methods=["GET"])]

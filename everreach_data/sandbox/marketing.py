@@ -56,24 +56,73 @@ REDUCE_DATA = "Please reduce the amount of data you're asking for, then retry yo
 # Action types, in the order Meta lists them. Aggregates overlap their parts on purpose (a parser that
 # adds omni_purchase to offsite_conversion.fb_pixel_purchase double counts, as in real accounts).
 ACTION_TYPES = (
-    "link_click", "landing_page_view", "post_engagement", "page_engagement",
-    "offsite_conversion.fb_pixel_purchase", "onsite_conversion.purchase", "purchase", "omni_purchase",
-    "offsite_conversion.fb_pixel_lead", "onsite_conversion.lead_grouped", "lead",
+    "link_click",
+    "landing_page_view",
+    "post_engagement",
+    "page_engagement",
+    "offsite_conversion.fb_pixel_purchase",
+    "onsite_conversion.purchase",
+    "purchase",
+    "omni_purchase",
+    "offsite_conversion.fb_pixel_lead",
+    "onsite_conversion.lead_grouped",
+    "lead",
 )
-VALUE_TYPES = ("offsite_conversion.fb_pixel_purchase", "onsite_conversion.purchase", "purchase", "omni_purchase")
+VALUE_TYPES = (
+    "offsite_conversion.fb_pixel_purchase",
+    "onsite_conversion.purchase",
+    "purchase",
+    "omni_purchase",
+)
 OBJECTIVES = ("OUTCOME_SALES", "OUTCOME_LEADS", "OUTCOME_TRAFFIC", "OUTCOME_ENGAGEMENT")
 LEVELS = ("account", "campaign", "adset", "ad")
-INSIGHT_FIELDS = frozenset({
-    "account_id", "account_name", "account_currency", "campaign_id", "campaign_name", "adset_id", "adset_name",
-    "ad_id", "ad_name", "objective", "spend", "impressions", "clicks", "reach", "frequency", "cpc", "cpm", "ctr",
-    "actions", "action_values", "date_start", "date_stop",
-})
+INSIGHT_FIELDS = frozenset(
+    {
+        "account_id",
+        "account_name",
+        "account_currency",
+        "campaign_id",
+        "campaign_name",
+        "adset_id",
+        "adset_name",
+        "ad_id",
+        "ad_name",
+        "objective",
+        "spend",
+        "impressions",
+        "clicks",
+        "reach",
+        "frequency",
+        "cpc",
+        "cpm",
+        "ctr",
+        "actions",
+        "action_values",
+        "date_start",
+        "date_stop",
+    }
+)
 CAMPAIGN_FIELDS = frozenset({"id", "name", "objective", "status", "effective_status", "account_id"})
-_WORDS = ("Spring", "Summer", "Autumn", "Winter", "Evergreen", "Launch", "Retarget", "Lookalike", "Brand",
-          "Promo", "Always-on", "Holiday", "Café", "Flash")
+_WORDS = (
+    "Spring",
+    "Summer",
+    "Autumn",
+    "Winter",
+    "Evergreen",
+    "Launch",
+    "Retarget",
+    "Lookalike",
+    "Brand",
+    "Promo",
+    "Always-on",
+    "Holiday",
+    "Café",
+    "Flash",
+)
 
 
 # ───────────────────────────── the world ─────────────────────────────
+
 
 @dataclass(frozen=True)
 class Ad:
@@ -81,19 +130,19 @@ class Ad:
     name: str
     adset_id: str
     campaign_id: str
-    scale: int          # size of the audience: multiplies impressions
+    scale: int  # size of the audience: multiplies impressions
     objective: str
 
 
 @dataclass
 class Account:
-    id: str                 # act_…
+    id: str  # act_…
     name: str
     currency: str
-    campaigns: dict[str, dict[str, str]] = field(default_factory=dict)   # id → {name, objective, status}
-    adsets: dict[str, dict[str, str]] = field(default_factory=dict)      # id → {name, campaign_id}
+    campaigns: dict[str, dict[str, str]] = field(default_factory=dict)  # id → {name, objective, status}
+    adsets: dict[str, dict[str, str]] = field(default_factory=dict)  # id → {name, campaign_id}
     ads: list[Ad] = field(default_factory=list)
-    by_level: dict[str, dict[str, list[Ad]]] = field(default_factory=dict)   # level → object id → its ads
+    by_level: dict[str, dict[str, list[Ad]]] = field(default_factory=dict)  # level → object id → its ads
 
     def index(self) -> None:
         self.by_level = {"ad": {}, "adset": {}, "campaign": {}, "account": {self.id: list(self.ads)}}
@@ -107,10 +156,10 @@ class Account:
 class InsightLimits:
     """The Marketing API's data limits (call-rate limits are the framework's ``state.limits``)."""
 
-    max_report_rows: int = 500_000   # async: 100/1487534 above this many rows in one report run
-    max_sync_rows: int = 20_000      # sync GET: code 1 "reduce the amount of data" above this
-    max_page_size: int = 5000        # larger `limit`s are silently capped, as Meta does
-    job_seconds: float = 0.2         # how long an async job runs (plus job_seconds_per_row per row)
+    max_report_rows: int = 500_000  # async: 100/1487534 above this many rows in one report run
+    max_sync_rows: int = 20_000  # sync GET: code 1 "reduce the amount of data" above this
+    max_page_size: int = 5000  # larger `limit`s are silently capped, as Meta does
+    job_seconds: float = 0.2  # how long an async job runs (plus job_seconds_per_row per row)
     job_seconds_per_row: float = 2e-6
 
 
@@ -127,8 +176,16 @@ def world(state: SandboxState) -> World:
         return state.extra.setdefault("marketing", World())
 
 
-def add_account(state: SandboxState, account_id: str, *, campaigns: int = 3, adsets_per_campaign: int = 2,
-                ads_per_adset: int = 2, currency: str = "USD", name: str | None = None) -> Account:
+def add_account(
+    state: SandboxState,
+    account_id: str,
+    *,
+    campaigns: int = 3,
+    adsets_per_campaign: int = 2,
+    ads_per_adset: int = 2,
+    currency: str = "USD",
+    name: str | None = None,
+) -> Account:
     """Create (or recreate) an ad account with a fixed-shape hierarchy, ids and names from the seed."""
     if not account_id.startswith("act_"):
         account_id = f"act_{account_id}"
@@ -146,13 +203,18 @@ def add_account(state: SandboxState, account_id: str, *, campaigns: int = 3, ads
         objective = OBJECTIVES[c % len(OBJECTIVES)]
         cid = new_id()
         cname = f'{rng.choice(_WORDS)} "{objective.split("_")[1].title()}" – C{c + 1:03d}'
-        acct.campaigns[cid] = {"name": cname, "objective": objective,
-                               "status": "ACTIVE" if c % 5 else "PAUSED"}
+        acct.campaigns[cid] = {
+            "name": cname,
+            "objective": objective,
+            "status": "ACTIVE" if c % 5 else "PAUSED",
+        }
         for s in range(adsets_per_campaign):
             sid = new_id()
             acct.adsets[sid] = {"name": f"{cname} / set {s + 1}", "campaign_id": cid}
             for a in range(ads_per_adset):
-                acct.ads.append(Ad(new_id(), f"Ad {c + 1}.{s + 1}.{a + 1}", sid, cid, rng.randint(1, 4), objective))
+                acct.ads.append(
+                    Ad(new_id(), f"Ad {c + 1}.{s + 1}.{a + 1}", sid, cid, rng.randint(1, 4), objective)
+                )
     acct.index()
     with state.lock:
         world(state).accounts[account_id] = acct
@@ -164,13 +226,28 @@ def add_account(state: SandboxState, account_id: str, *, campaigns: int = 3, ads
 
 @surface.populator
 def populate(state: SandboxState) -> None:
-    add_account(state, PRIMARY_ACCOUNT, campaigns=3, adsets_per_campaign=2, ads_per_adset=2, currency="USD",
-                name="EverReach Ads")
-    add_account(state, SECOND_ACCOUNT, campaigns=2, adsets_per_campaign=1, ads_per_adset=2, currency="EUR",
-                name="EverReach EU")
+    add_account(
+        state,
+        PRIMARY_ACCOUNT,
+        campaigns=3,
+        adsets_per_campaign=2,
+        ads_per_adset=2,
+        currency="USD",
+        name="EverReach Ads",
+    )
+    add_account(
+        state,
+        SECOND_ACCOUNT,
+        campaigns=2,
+        adsets_per_campaign=1,
+        ads_per_adset=2,
+        currency="EUR",
+        name="EverReach EU",
+    )
 
 
 # ───────────────────────────── the numbers ─────────────────────────────
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -189,9 +266,15 @@ class Metrics:
             for k, v in b:
                 out[k] = out.get(k, 0) + v
             return tuple((k, out[k]) for k in ACTION_TYPES if k in out)
-        return Metrics(self.impressions + other.impressions, self.reach + other.reach, self.clicks + other.clicks,
-                       self.spend_cents + other.spend_cents, merge(self.actions, other.actions),
-                       merge(self.value_cents, other.value_cents))
+
+        return Metrics(
+            self.impressions + other.impressions,
+            self.reach + other.reach,
+            self.clicks + other.clicks,
+            self.spend_cents + other.spend_cents,
+            merge(self.actions, other.actions),
+            merge(self.value_cents, other.value_cents),
+        )
 
 
 @lru_cache(maxsize=400_000)
@@ -203,7 +286,7 @@ def ad_day(seed: int, ad: Ad, day: date, version: int = 0) -> Metrics | None:
     impressions = rng.randint(150, 2500) * ad.scale
     reach = max(1, int(impressions / rng.uniform(1.05, 1.7)))
     clicks = int(impressions * rng.uniform(0.004, 0.03))
-    spend = int(impressions * rng.uniform(0.35, 1.3))              # CPM $3.50–$13.00, in cents
+    spend = int(impressions * rng.uniform(0.35, 1.3))  # CPM $3.50–$13.00, in cents
     link = int(clicks * rng.uniform(0.6, 0.95))
     engagement = clicks + rng.randint(0, 40)
     pixel_purchase = onsite_purchase = pixel_lead = onsite_lead = 0
@@ -221,18 +304,32 @@ def ad_day(seed: int, ad: Ad, day: date, version: int = 0) -> Metrics | None:
     pixel_value = sum(rng.randint(1500, 12000) for _ in range(pixel_purchase))
     onsite_value = sum(rng.randint(1500, 12000) for _ in range(onsite_purchase))
     counts = {
-        "link_click": link, "landing_page_view": int(link * 0.8), "post_engagement": engagement,
+        "link_click": link,
+        "landing_page_view": int(link * 0.8),
+        "post_engagement": engagement,
         "page_engagement": engagement + rng.randint(0, 5),
-        "offsite_conversion.fb_pixel_purchase": pixel_purchase, "onsite_conversion.purchase": onsite_purchase,
-        "purchase": pixel_purchase, "omni_purchase": pixel_purchase + onsite_purchase,
-        "offsite_conversion.fb_pixel_lead": pixel_lead, "onsite_conversion.lead_grouped": onsite_lead,
+        "offsite_conversion.fb_pixel_purchase": pixel_purchase,
+        "onsite_conversion.purchase": onsite_purchase,
+        "purchase": pixel_purchase,
+        "omni_purchase": pixel_purchase + onsite_purchase,
+        "offsite_conversion.fb_pixel_lead": pixel_lead,
+        "onsite_conversion.lead_grouped": onsite_lead,
         "lead": pixel_lead + onsite_lead,
     }
-    values = {"offsite_conversion.fb_pixel_purchase": pixel_value, "onsite_conversion.purchase": onsite_value,
-              "purchase": pixel_value, "omni_purchase": pixel_value + onsite_value}
-    return Metrics(impressions, reach, clicks, spend,
-                   tuple((k, v) for k, v in counts.items() if v),
-                   tuple((k, v) for k, v in values.items() if v))
+    values = {
+        "offsite_conversion.fb_pixel_purchase": pixel_value,
+        "onsite_conversion.purchase": onsite_value,
+        "purchase": pixel_value,
+        "omni_purchase": pixel_value + onsite_value,
+    }
+    return Metrics(
+        impressions,
+        reach,
+        clicks,
+        spend,
+        tuple((k, v) for k, v in counts.items() if v),
+        tuple((k, v) for k, v in values.items() if v),
+    )
 
 
 def object_day(state: SandboxState, acct: Account, level: str, object_id: str, day: date) -> Metrics | None:
@@ -244,8 +341,14 @@ def object_day(state: SandboxState, acct: Account, level: str, object_id: str, d
         if m is not None:
             total = m if total is None else total + m
     if total is not None and level != "ad":
-        total = Metrics(total.impressions, max(1, int(total.reach * 0.93)), total.clicks, total.spend_cents,
-                        total.actions, total.value_cents)
+        total = Metrics(
+            total.impressions,
+            max(1, int(total.reach * 0.93)),
+            total.clicks,
+            total.spend_cents,
+            total.actions,
+            total.value_cents,
+        )
     return total
 
 
@@ -254,9 +357,14 @@ def _ads_of(acct: Account, level: str, object_id: str) -> list[Ad]:
 
 
 def _objects(acct: Account, level: str, filters: dict[str, set[str]]) -> list[str]:
-    ads = [a for a in acct.ads
-           if all(getattr(a, {"campaign.id": "campaign_id", "adset.id": "adset_id", "ad.id": "id"}[f]) in ids
-                  for f, ids in filters.items())]
+    ads = [
+        a
+        for a in acct.ads
+        if all(
+            getattr(a, {"campaign.id": "campaign_id", "adset.id": "adset_id", "ad.id": "id"}[f]) in ids
+            for f, ids in filters.items()
+        )
+    ]
     if level == "account":
         return [acct.id] if ads else []
     key = {"campaign": "campaign_id", "adset": "adset_id", "ad": "id"}[level]
@@ -271,19 +379,33 @@ def _ratio(num: Decimal | int, den: int) -> str:
     return str((Decimal(num) / Decimal(den)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
 
 
-def format_row(acct: Account, level: str, object_id: str, since: date, until: date, m: Metrics,
-               fields: list[str]) -> dict[str, Any]:
+def format_row(
+    acct: Account, level: str, object_id: str, since: date, until: date, m: Metrics, fields: list[str]
+) -> dict[str, Any]:
     """One insights row as Meta sends it: every metric a string, actions as [{action_type, value}]."""
     ad = acct.by_level["ad"][object_id][0] if level == "ad" else None
     adset_id = ad.adset_id if ad else (object_id if level == "adset" else None)
-    campaign_id = (ad.campaign_id if ad else acct.adsets[object_id]["campaign_id"] if level == "adset"
-                   else object_id if level == "campaign" else None)
+    campaign_id = (
+        ad.campaign_id
+        if ad
+        else acct.adsets[object_id]["campaign_id"]
+        if level == "adset"
+        else object_id
+        if level == "campaign"
+        else None
+    )
     spend = Decimal(m.spend_cents).scaleb(-2)
     full: dict[str, Any] = {
-        "account_id": acct.id[4:], "account_name": acct.name, "account_currency": acct.currency,
-        "spend": _money(m.spend_cents), "impressions": str(m.impressions), "clicks": str(m.clicks),
-        "reach": str(m.reach), "frequency": _ratio(m.impressions, m.reach),
-        "cpm": _ratio(spend * 1000, m.impressions), "ctr": _ratio(Decimal(m.clicks) * 100, m.impressions),
+        "account_id": acct.id[4:],
+        "account_name": acct.name,
+        "account_currency": acct.currency,
+        "spend": _money(m.spend_cents),
+        "impressions": str(m.impressions),
+        "clicks": str(m.clicks),
+        "reach": str(m.reach),
+        "frequency": _ratio(m.impressions, m.reach),
+        "cpm": _ratio(spend * 1000, m.impressions),
+        "ctr": _ratio(Decimal(m.clicks) * 100, m.impressions),
     }
     if m.clicks:
         full["cpc"] = _ratio(spend, m.clicks)
@@ -305,6 +427,7 @@ def format_row(acct: Account, level: str, object_id: str, since: date, until: da
 
 # ───────────────────────────── requests ─────────────────────────────
 
+
 @dataclass
 class Report:
     """A resolved insights request: which (object, day range) rows it yields, and how to format them."""
@@ -312,7 +435,7 @@ class Report:
     acct: Account
     level: str
     fields: list[str]
-    keys: list[tuple[str, date, date]]   # (object id, date_start, date_stop) with delivery
+    keys: list[tuple[str, date, date]]  # (object id, date_start, date_stop) with delivery
 
     def rows(self, state: SandboxState, start: int, stop: int) -> list[dict[str, Any]]:
         out = []
@@ -341,7 +464,9 @@ def _json_param(req: GraphRequest, name: str) -> Any:
     try:
         return json.loads(value)
     except ValueError as exc:
-        raise GraphError(100, f"(#100) param {name} must be a JSON-encoded value", type="OAuthException") from exc
+        raise GraphError(
+            100, f"(#100) param {name} must be a JSON-encoded value", type="OAuthException"
+        ) from exc
 
 
 def _months_back(today: date, months: int) -> date:
@@ -357,13 +482,19 @@ def resolve_report(req: GraphRequest) -> Report:
     if level not in LEVELS:
         raise GraphError(100, f"(#100) level must be one of the following values: {', '.join(LEVELS)}")
     raw_fields = req.param("fields") or "spend,impressions"
-    fields = [f.strip() for f in (raw_fields if isinstance(raw_fields, list) else str(raw_fields).split(","))
-              if f.strip()]
+    fields = [
+        f.strip()
+        for f in (raw_fields if isinstance(raw_fields, list) else str(raw_fields).split(","))
+        if f.strip()
+    ]
     for f in fields:
         if f not in INSIGHT_FIELDS:
-            raise GraphError(100, f"(#100) {f} is not valid for fields param. please check "
-                             "https://developers.facebook.com/docs/marketing-api/reference/ads-insights/ "
-                             "for all valid values")
+            raise GraphError(
+                100,
+                f"(#100) {f} is not valid for fields param. please check "
+                "https://developers.facebook.com/docs/marketing-api/reference/ads-insights/ "
+                "for all valid values",
+            )
     today = utc_today()
     time_range = _json_param(req, "time_range")
     try:
@@ -372,13 +503,15 @@ def resolve_report(req: GraphRequest) -> Report:
         else:
             since, until = date.fromisoformat(time_range["since"]), date.fromisoformat(time_range["until"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise GraphError(100, "(#100) param time_range must be an object with since and until dates "
-                         "(YYYY-MM-DD)") from exc
+        raise GraphError(
+            100, "(#100) param time_range must be an object with since and until dates (YYYY-MM-DD)"
+        ) from exc
     if until < since:
         raise GraphError(100, "(#100) time_range: since must be on or before until")
     if since < _months_back(today, 37):
-        raise GraphError(3018, "(#3018) The start date of the time range cannot be beyond 37 months from the "
-                         "current date")
+        raise GraphError(
+            3018, "(#3018) The start date of the time range cannot be beyond 37 months from the current date"
+        )
     increment = str(req.param("time_increment", "all_days"))
     if increment not in ("1", "all_days"):
         raise GraphError(100, "(#100) the sandbox supports time_increment 1 and all_days")
@@ -386,7 +519,7 @@ def resolve_report(req: GraphRequest) -> Report:
     for flt in _json_param(req, "filtering") or []:
         fname, op, value = flt.get("field"), flt.get("operator"), flt.get("value")
         if fname in ("campaign.effective_status", "adset.effective_status", "ad.effective_status"):
-            continue   # every object is included
+            continue  # every object is included
         if fname not in ("campaign.id", "adset.id", "ad.id") or op not in ("IN", "EQUAL"):
             raise GraphError(100, f"(#100) Filtering field {fname} with operation {op} is not supported")
         filters[fname] = {str(v) for v in (value if isinstance(value, list) else [value])}
@@ -403,8 +536,11 @@ def resolve_report(req: GraphRequest) -> Report:
 
 def _check_access(req: GraphRequest) -> None:
     if not {"ads_read", "ads_management"} & set(req.token.scopes):
-        raise GraphError(200, "(#200) Ad account owner has NOT grant ads_management or ads_read permission",
-                         type="OAuthException")
+        raise GraphError(
+            200,
+            "(#200) Ad account owner has NOT grant ads_management or ads_read permission",
+            type="OAuthException",
+        )
 
 
 class LazyRows:
@@ -430,8 +566,13 @@ async def get_account(req: GraphRequest) -> dict[str, Any]:
     _check_access(req)
     acct = world(req.state).accounts[req.node.id]
     charge_ads_call(req, acct.id)
-    return {"id": acct.id, "account_id": acct.id[4:], "name": acct.name, "currency": acct.currency,
-            "timezone_name": "Etc/UTC"}
+    return {
+        "id": acct.id,
+        "account_id": acct.id[4:],
+        "name": acct.name,
+        "currency": acct.currency,
+        "timezone_name": "Etc/UTC",
+    }
 
 
 @surface.route("GET", "ad_account", "campaigns")
@@ -445,8 +586,14 @@ async def list_campaigns(req: GraphRequest) -> dict[str, Any]:
         raise GraphError(100, f"(#100) Tried accessing nonexisting field ({bad[0]}) on node type (Campaign)")
     items = []
     for cid, c in acct.campaigns.items():
-        full = {"id": cid, "name": c["name"], "objective": c["objective"], "status": c["status"],
-                "effective_status": c["status"], "account_id": acct.id[4:]}
+        full = {
+            "id": cid,
+            "name": c["name"],
+            "objective": c["objective"],
+            "status": c["status"],
+            "effective_status": c["status"],
+            "account_id": acct.id[4:],
+        }
         items.append({f: full[f] for f in fields})
     return page(req, items)
 
@@ -473,8 +620,18 @@ async def start_report(req: GraphRequest) -> dict[str, Any]:
         run_id = str(w.next_run_id)
         w.next_run_id += 1
         duration = w.limits.job_seconds + w.limits.job_seconds_per_row * len(report.keys)
-        req.state.add(Node(run_id, "ad_report_run", {"report": report, "created": time.monotonic(),
-                                                     "time_ref": int(time.time()), "duration": duration}))
+        req.state.add(
+            Node(
+                run_id,
+                "ad_report_run",
+                {
+                    "report": report,
+                    "created": time.monotonic(),
+                    "time_ref": int(time.time()),
+                    "duration": duration,
+                },
+            )
+        )
     req.state.count("marketing.report_runs")
     return {"report_run_id": run_id}
 
@@ -497,10 +654,15 @@ async def report_status(req: GraphRequest) -> dict[str, Any]:
     with req.state.lock:
         world(req.state).statuses_served.append((req.node.id, status, percent))
     days = [k[1] for k in report.keys] + [k[2] for k in report.keys]
-    body = {"id": req.node.id, "account_id": report.acct.id[4:], "time_ref": req.node.data["time_ref"],
-            "async_status": status, "async_percent_completion": percent,
-            "date_start": min(days).isoformat() if days else None,
-            "date_stop": max(days).isoformat() if days else None}
+    body = {
+        "id": req.node.id,
+        "account_id": report.acct.id[4:],
+        "time_ref": req.node.data["time_ref"],
+        "async_status": status,
+        "async_percent_completion": percent,
+        "date_start": min(days).isoformat() if days else None,
+        "date_stop": max(days).isoformat() if days else None,
+    }
     if status == "Job Completed":
         body["time_completed"] = req.node.data["time_ref"] + max(1, int(req.node.data["duration"]))
     return body
@@ -511,12 +673,14 @@ async def report_rows(req: GraphRequest) -> dict[str, Any]:
     report: Report = req.node.data["report"]
     charge_ads_call(req, report.acct.id, use_case="ads_insights")
     if _status(req.node)[0] != "Job Completed":
-        raise GraphError(100, "(#100) The report is not ready yet: poll the report run until async_status is "
-                         "Job Completed")
+        raise GraphError(
+            100, "(#100) The report is not ready yet: poll the report run until async_status is Job Completed"
+        )
     return page(req, LazyRows(req.state, report))
 
 
 # ───────────────────────────── control routes ─────────────────────────────
+
 
 def _state(request: Request) -> SandboxState:
     return request.app.state.sandbox
@@ -525,12 +689,23 @@ def _state(request: Request) -> SandboxState:
 async def control_accounts(request: Request) -> JSONResponse:
     """POST {"account_id", "campaigns", "adsets_per_campaign", "ads_per_adset", "currency", "name"}."""
     body = await request.json()
-    acct = add_account(_state(request), str(body["account_id"]), campaigns=int(body.get("campaigns", 3)),
-                       adsets_per_campaign=int(body.get("adsets_per_campaign", 2)),
-                       ads_per_adset=int(body.get("ads_per_adset", 2)), currency=body.get("currency", "USD"),
-                       name=body.get("name"))
-    return JSONResponse({"account_id": acct.id, "campaigns": len(acct.campaigns), "adsets": len(acct.adsets),
-                         "ads": len(acct.ads)})
+    acct = add_account(
+        _state(request),
+        str(body["account_id"]),
+        campaigns=int(body.get("campaigns", 3)),
+        adsets_per_campaign=int(body.get("adsets_per_campaign", 2)),
+        ads_per_adset=int(body.get("ads_per_adset", 2)),
+        currency=body.get("currency", "USD"),
+        name=body.get("name"),
+    )
+    return JSONResponse(
+        {
+            "account_id": acct.id,
+            "campaigns": len(acct.campaigns),
+            "adsets": len(acct.adsets),
+            "ads": len(acct.ads),
+        }
+    )
 
 
 async def control_limits(request: Request) -> JSONResponse:

@@ -20,8 +20,14 @@ from tests.servers import serve
 TOKEN = SANDBOX_DEFAULTS["FB_ADS_ACCESS_TOKEN"]
 PRIMARY = marketing.PRIMARY_ACCOUNT
 SECOND = marketing.SECOND_ACCOUNT
-FAST_RETRY = RetryPolicy(max_attempts=10, backoff_base=0.2, backoff_max=2.0, pace_from=75.0, pace_max_pause=0.2,
-                         regain_max_wait=3.0)
+FAST_RETRY = RetryPolicy(
+    max_attempts=10,
+    backoff_base=0.2,
+    backoff_max=2.0,
+    pace_from=75.0,
+    pace_max_pause=0.2,
+    regain_max_wait=3.0,
+)
 
 
 def fast_options(**overrides) -> InsightsOptions:
@@ -55,8 +61,14 @@ class Expected:
     conversion_value_cents: int = 0
 
 
-def expected(state: SandboxState, account_id: str, level: str, since: date, until: date,
-             action_types=DEFAULT_CONVERSION_ACTION_TYPES) -> Expected:
+def expected(
+    state: SandboxState,
+    account_id: str,
+    level: str,
+    since: date,
+    until: date,
+    action_types=DEFAULT_CONVERSION_ACTION_TYPES,
+) -> Expected:
     """What the sandbox generates for the account/level/days, summed from its per-ad integers."""
     acct = marketing.world(state).accounts[account_id]
     key = {"campaign": "campaign_id", "adset": "adset_id", "ad": "id"}[level]

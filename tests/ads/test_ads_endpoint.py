@@ -18,14 +18,23 @@ PATH = "/api/v1/integrations/meta/ads-insights"
 
 def test_summary_and_missing_dates(settings, db_url):
     with sandbox() as (state, base), client(base) as c:
-        sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=["campaign", "ad"], since=date(2026, 10, 1),
-                            until=date(2026, 10, 5), options=fast_options())
+        sync_ad_performance(
+            db_url,
+            c,
+            accounts=[PRIMARY],
+            levels=["campaign", "ad"],
+            since=date(2026, 10, 1),
+            until=date(2026, 10, 5),
+            options=fast_options(),
+        )
     want = expected(state, PRIMARY, "campaign", date(2026, 10, 1), date(2026, 10, 5))
     token = issue_token(settings.secret("JWT_SECRET"), "analyst-1")
     with serve(create_app(settings, db_url)) as api:
-        r = httpx.get(api + PATH, params={"start_date": "2026-09-29", "end_date": "2026-10-05",
-                                          "level": "campaign", "limit": "4"},
-                      headers={"Authorization": f"Bearer {token}"})
+        r = httpx.get(
+            api + PATH,
+            params={"start_date": "2026-09-29", "end_date": "2026-10-05", "level": "campaign", "limit": "4"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["success"] is True
@@ -33,17 +42,25 @@ def test_summary_and_missing_dates(settings, db_url):
         s = body["summary"]
         assert s["total_spend"] == want.spend_cents / 100
         assert (s["total_impressions"], s["total_clicks"], s["total_conversions"]) == (
-            want.impressions, want.clicks, want.conversions)
+            want.impressions,
+            want.clicks,
+            want.conversions,
+        )
         assert s["average_cpc"] == round(want.spend_cents / 100 / want.clicks, 2)
         assert s["average_cpm"] == round(want.spend_cents * 10 / want.impressions, 2)
-        assert body["missing_dates"] == ["2026-09-29", "2026-09-30"]      # not synced yet
+        assert body["missing_dates"] == ["2026-09-29", "2026-09-30"]  # not synced yet
         assert len(body["insights"]) == 4 and body["insights"][0]["date"] == "2026-10-05"
         assert body["insights"][0]["campaign_name"]
 
-        ad = httpx.get(api + PATH, params={"start_date": "2026-10-01", "end_date": "2026-10-05", "level": "ad"},
-                       headers={"Authorization": f"Bearer {token}"}).json()
-        assert ad["summary"]["total_spend"] == s["total_spend"]            # every level covers the same spend
-        assert ad["insights_count"] == expected(state, PRIMARY, "ad", date(2026, 10, 1), date(2026, 10, 5)).rows
+        ad = httpx.get(
+            api + PATH,
+            params={"start_date": "2026-10-01", "end_date": "2026-10-05", "level": "ad"},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+        assert ad["summary"]["total_spend"] == s["total_spend"]  # every level covers the same spend
+        assert (
+            ad["insights_count"] == expected(state, PRIMARY, "ad", date(2026, 10, 1), date(2026, 10, 5)).rows
+        )
 
         assert httpx.get(api + PATH).status_code == 401
 

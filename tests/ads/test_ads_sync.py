@@ -22,13 +22,16 @@ def level_totals(db, level: str, account: str = PRIMARY):
     return db.execute(
         "SELECT count(*) AS n, sum(spend) AS spend, sum(impressions) AS impressions, sum(clicks) AS clicks, "
         "sum(conversions) AS conversions, sum(conversion_value) AS value FROM ad_performance "
-        "WHERE ad_account_id = %s AND level = %s", (account, level)).fetchone()
+        "WHERE ad_account_id = %s AND level = %s",
+        (account, level),
+    ).fetchone()
 
 
 def test_exact_numbers_for_the_seeded_account(db, db_url):
     with sandbox() as (state, base), client(base) as c:
-        result = sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL,
-                                     options=fast_options())
+        result = sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL, options=fast_options()
+        )
     for level in LEVELS:
         want = expected(state, PRIMARY, level, SINCE, UNTIL)
         got = level_totals(db, level)
@@ -40,61 +43,83 @@ def test_exact_numbers_for_the_seeded_account(db, db_url):
     assert result.rows_fetched == result.rows_written == sum(result.rows_per_level.values())
     want = expected(state, PRIMARY, "campaign", SINCE, UNTIL)
     assert result.summary()["total_spend"] == want.spend_cents / 100
-    assert result.report_runs == 3                  # one per level: 10 days fit one chunk
+    assert result.report_runs == 3  # one per level: 10 days fit one chunk
     # campaigns upserted and linked; names and raw actions kept in metadata
     camps = db.execute("SELECT external_id, name, objective FROM campaign WHERE source = 'meta'").fetchall()
     acct = marketing.world(state).accounts[PRIMARY]
     assert {c["external_id"]: c["name"] for c in camps} == {i: c["name"] for i, c in acct.campaigns.items()}
     linked = db.execute(
         "SELECT count(*) AS bad FROM ad_performance p JOIN campaign c USING (campaign_id) "
-        "WHERE c.external_id <> p.meta_campaign_id OR p.metadata->>'campaign_name' <> c.name").fetchone()
+        "WHERE c.external_id <> p.meta_campaign_id OR p.metadata->>'campaign_name' <> c.name"
+    ).fetchone()
     assert linked["bad"] == 0
-    row = db.execute("SELECT metadata FROM ad_performance WHERE level = 'ad' AND metadata ? 'actions' "
-                     "LIMIT 1").fetchone()["metadata"]
+    row = db.execute(
+        "SELECT metadata FROM ad_performance WHERE level = 'ad' AND metadata ? 'actions' LIMIT 1"
+    ).fetchone()["metadata"]
     assert {"campaign_name", "adset_name", "ad_name", "actions"} <= set(row)
     # the runbook's query works
-    top = db.execute("SELECT metadata->>'campaign_name' AS name, SUM(spend) AS spend FROM ad_performance "
-                     "WHERE level = 'campaign' GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    top = db.execute(
+        "SELECT metadata->>'campaign_name' AS name, SUM(spend) AS spend FROM ad_performance "
+        "WHERE level = 'campaign' GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
     assert {t["name"] for t in top} == {c["name"] for c in acct.campaigns.values()}
 
 
 def test_pagination_and_async_polling(db, db_url):
     with sandbox() as (state, base), client(base) as c:
         marketing.world(state).limits.job_seconds = 0.4
-        result = sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=["ad"], since=SINCE, until=UNTIL,
-                                     options=fast_options(page_size=7))
+        result = sync_ad_performance(
+            db_url,
+            c,
+            accounts=[PRIMARY],
+            levels=["ad"],
+            since=SINCE,
+            until=UNTIL,
+            options=fast_options(page_size=7),
+        )
     want = expected(state, PRIMARY, "ad", SINCE, UNTIL)
     assert result.rows_written == want.rows
     pages = -(-want.rows // 7)
     served = [s for _, s, _ in marketing.world(state).statuses_served]
     assert {"Job Not Started", "Job Running", "Job Completed"} <= set(served)
     percents = [p for _, _, p in marketing.world(state).statuses_served]
-    assert percents == sorted(percents)             # completion only moves forward
-    assert result.api_calls == 1 + len(served) + pages   # start + polls + pages, nothing else
+    assert percents == sorted(percents)  # completion only moves forward
+    assert result.api_calls == 1 + len(served) + pages  # start + polls + pages, nothing else
 
 
 def test_restated_days_are_replaced_on_repull(db, db_url):
     with sandbox() as (state, base), client(base) as c:
-        sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL,
-                            options=fast_options())
+        sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL, options=fast_options()
+        )
         before = level_totals(db, "ad")
-        state.restate(3, today=UNTIL)               # Meta revises Oct 8-10
-        sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL,
-                            options=fast_options())
+        state.restate(3, today=UNTIL)  # Meta revises Oct 8-10
+        sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL, options=fast_options()
+        )
     after = level_totals(db, "ad")
     want = expected(state, PRIMARY, "ad", SINCE, UNTIL)
-    assert after["n"] == before["n"] == want.rows    # replaced, not duplicated
+    assert after["n"] == before["n"] == want.rows  # replaced, not duplicated
     assert cents(after["spend"]) == want.spend_cents != cents(before["spend"])
     assert after["conversions"] == want.conversions > before["conversions"]
-    dup = db.execute("SELECT count(*) AS n FROM (SELECT 1 FROM ad_performance GROUP BY ad_account_id, level, "
-                     "object_id, date HAVING count(*) > 1) d").fetchone()
+    dup = db.execute(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM ad_performance GROUP BY ad_account_id, level, "
+        "object_id, date HAVING count(*) > 1) d"
+    ).fetchone()
     assert dup["n"] == 0
 
 
 def test_two_accounts_with_their_own_currency(db, db_url):
     with sandbox() as (state, base), client(base) as c:
-        result = sync_ad_performance(db_url, c, accounts=[PRIMARY, SECOND], levels=["campaign"], since=SINCE,
-                                     until=UNTIL, options=fast_options())
+        result = sync_ad_performance(
+            db_url,
+            c,
+            accounts=[PRIMARY, SECOND],
+            levels=["campaign"],
+            since=SINCE,
+            until=UNTIL,
+            options=fast_options(),
+        )
     for account, currency in ((PRIMARY, "USD"), (SECOND, "EUR")):
         want = expected(state, account, "campaign", SINCE, UNTIL)
         got = level_totals(db, "campaign", account)
@@ -107,8 +132,9 @@ def test_too_much_data_is_split_and_completes(db, db_url):
     with sandbox() as (state, base), client(base) as c:
         # one report may hold at most 9 rows: 10 days x 12 ads must be split by days, then by campaigns
         marketing.world(state).limits.max_report_rows = 9
-        result = sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=["ad"], since=SINCE, until=UNTIL,
-                                     options=fast_options())
+        result = sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=["ad"], since=SINCE, until=UNTIL, options=fast_options()
+        )
     want = expected(state, PRIMARY, "ad", SINCE, UNTIL)
     got = level_totals(db, "ad")
     assert (got["n"], cents(got["spend"])) == (want.rows, want.spend_cents)
@@ -124,8 +150,15 @@ def test_throttling_slows_the_run_but_it_completes(db, db_url, limit):
         setattr(state.limits, limit, 6)
         state.limits.window_seconds = 1.0
         started = time.monotonic()
-        result = sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL,
-                                     options=fast_options(page_size=20))
+        result = sync_ad_performance(
+            db_url,
+            c,
+            accounts=[PRIMARY],
+            levels=LEVELS,
+            since=SINCE,
+            until=UNTIL,
+            options=fast_options(page_size=20),
+        )
         elapsed = time.monotonic() - started
     assert result.api_calls > 12 and elapsed > 1.0  # more calls than two windows allow: it had to wait
     assert result.paused_seconds > 0
@@ -140,12 +173,26 @@ def test_throttling_slows_the_run_but_it_completes(db, db_url, limit):
 def test_expired_token_fails_clearly_and_writes_nothing(db, db_url):
     with sandbox() as (state, base):
         with client(base) as c:
-            sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=["campaign"], since=SINCE, until=UNTIL,
-                                options=fast_options())
+            sync_ad_performance(
+                db_url,
+                c,
+                accounts=[PRIMARY],
+                levels=["campaign"],
+                since=SINCE,
+                until=UNTIL,
+                options=fast_options(),
+            )
         before = level_totals(db, "campaign")
         with client(base, token="revoked-or-expired") as c, pytest.raises(InsightsError) as info:
-            sync_ad_performance(db_url, c, accounts=[PRIMARY], levels=["campaign"], since=SINCE, until=UNTIL,
-                                options=fast_options())
+            sync_ad_performance(
+                db_url,
+                c,
+                accounts=[PRIMARY],
+                levels=["campaign"],
+                since=SINCE,
+                until=UNTIL,
+                options=fast_options(),
+            )
     message = str(info.value)
     assert "FB_ADS_ACCESS_TOKEN" in message and "code 190" in message and PRIMARY in message
     assert level_totals(db, "campaign") == before
@@ -161,8 +208,11 @@ def test_bad_field_and_missing_permission_fail_clearly(db, db_url):
             list(InsightsReader(c, fast_options()).read([PRIMARY], ["ad"], SINCE, UNTIL))
         with client(base) as c:
             reader = InsightsReader(c, fast_options())
-            reader._params = lambda r: {"level": "ad", "fields": "spend,not_a_field",   # noqa: E731
-                                        "time_range": json.dumps({"since": "2026-10-01", "until": "2026-10-02"})}
+            reader._params = lambda r: {
+                "level": "ad",
+                "fields": "spend,not_a_field",  # noqa: E731
+                "time_range": json.dumps({"since": "2026-10-01", "until": "2026-10-02"}),
+            }
             with pytest.raises(InsightsError, match="not_a_field"):
                 list(reader.read([PRIMARY], ["ad"], SINCE, UNTIL))
     assert db.execute("SELECT count(*) AS n FROM ad_performance").fetchone()["n"] == 0
