@@ -81,17 +81,21 @@ END $$;
 CREATE OR REPLACE FUNCTION conversation_message_apply_pending_on_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- Only messages something is waiting for (cheap index probes), so a batch of fresh messages costs little.
-    PERFORM apply_pending_delivery_events(ARRAY(
-        SELECT n.message_id FROM landed_messages n
-        WHERE n.platform_message_id IS NOT NULL
-          AND (EXISTS (SELECT 1 FROM message_delivery_event e
-                       WHERE NOT e.applied AND e.platform = n.platform
-                         AND e.platform_message_id = n.platform_message_id)
-               OR (n.direction = 'outbound' AND n.platform IN ('messenger', 'instagram')
-                   AND EXISTS (SELECT 1 FROM message_delivery_event e
-                               WHERE e.thread_id = n.thread_id AND e.platform_message_id IS NULL
-                                 AND e.event_type IN ('delivered', 'read') AND e.watermark >= n.sent_at)))));
+    -- Only messages something is waiting for (index probes), so a batch of fresh messages costs little.
+    -- EXECUTE: planned each time against the tables' current size (a session-cached plan made while
+    -- message_delivery_event was empty would seq-scan it forever after).
+    EXECUTE $q$
+        SELECT apply_pending_delivery_events(ARRAY(
+            SELECT n.message_id FROM landed_messages n
+            WHERE n.platform_message_id IS NOT NULL
+              AND (EXISTS (SELECT 1 FROM message_delivery_event e
+                           WHERE NOT e.applied AND e.platform = n.platform
+                             AND e.platform_message_id = n.platform_message_id)
+                   OR (n.direction = 'outbound' AND n.platform IN ('messenger', 'instagram')
+                       AND EXISTS (SELECT 1 FROM message_delivery_event e
+                                   WHERE e.thread_id = n.thread_id AND e.platform_message_id IS NULL
+                                     AND e.event_type IN ('delivered', 'read') AND e.watermark >= n.sent_at)))))
+    $q$;
     RETURN NULL;
 END $$;
 
