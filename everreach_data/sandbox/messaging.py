@@ -2,8 +2,8 @@
 
 It answers as Meta does, policy included: the 24-hour window (7 days with ``MESSAGE_TAG`` +
 ``HUMAN_AGENT``; the retired tags fail with ``(#100) Invalid parameter``), unknown or unavailable users,
-per-Page send limits (613), WhatsApp throughput per phone number (130429) and the per-recipient pair rate
-(131056). After answering it posts what Meta would post to ``state.webhook_url``, signed with
+per-Page send limits (613, sliding second), WhatsApp throughput per phone number (130429; a token bucket of
+``whatsapp_mps`` per second with one second of burst) and the per-recipient pair rate (131056). After answering it posts what Meta would post to ``state.webhook_url``, signed with
 ``state.app_secret``: an echo for Messenger/Instagram, ``sent → delivered → read`` statuses for WhatsApp —
 or ``failed`` (131047) for free-form WhatsApp outside the window, because WhatsApp accepts first and
 rejects later.
@@ -65,6 +65,7 @@ class World:
     users: dict[tuple[str, str], User] = field(default_factory=dict)
     sent: list[dict[str, Any]] = field(default_factory=list)
     pairs: dict[tuple[str, str], list[float]] = field(default_factory=dict)   # [tokens, last refill]
+    throughput: dict[str, list[float]] = field(default_factory=dict)           # per phone: [tokens, last]
     webhooks_posted: int = 0
     webhook_failures: int = 0
     client: httpx.AsyncClient | None = None
@@ -91,28 +92,32 @@ def populate(state: SandboxState) -> None:
 
 def _within_rate(state: SandboxState, key: str, limit: int) -> bool:
     """Sliding one-second window; only accepted calls count against it."""
-    now = time.monotonic()
     bucket = state.bucket(key, limit=limit, window_seconds=1.0)
     with state.lock:
         bucket.limit = limit
-        bucket.hit(now)
-        if bucket.over(now):
-            bucket.calls.pop()
-            return False
-    return True
+        return bucket.try_hit(time.monotonic())
+
+
+def _take_token(state: SandboxState, buckets: dict, key: Any, capacity: float, per_second: float) -> bool:
+    """Token bucket: ``capacity`` in a burst, refilled at ``per_second``."""
+    now = time.monotonic()
+    with state.lock:
+        tokens, last = buckets.get(key, [capacity, now])
+        tokens = min(capacity, tokens + (now - last) * per_second)
+        ok = tokens >= 1.0
+        buckets[key] = [tokens - ok, now]
+    return ok
+
+
+def _throughput_ok(state: SandboxState, w: World, phone: str) -> bool:
+    """WhatsApp throughput per phone number: ``whatsapp_mps`` per second, with at most one second of burst."""
+    mps = float(w.settings.whatsapp_mps)
+    return _take_token(state, w.throughput, phone, mps, mps)
 
 
 def _pair_ok(state: SandboxState, w: World, phone: str, wa_id: str) -> bool:
-    now = time.monotonic()
     s = w.settings
-    with state.lock:
-        tokens, last = w.pairs.get((phone, wa_id), [float(s.pair_burst), now])
-        tokens = min(float(s.pair_burst), tokens + (now - last) / s.pair_interval)
-        if tokens < 1.0:
-            w.pairs[(phone, wa_id)] = [tokens, now]
-            return False
-        w.pairs[(phone, wa_id)] = [tokens - 1.0, now]
-    return True
+    return _take_token(state, w.pairs, (phone, wa_id), float(s.pair_burst), 1.0 / s.pair_interval)
 
 
 # ───────────────────────────── webhooks out ─────────────────────────────
@@ -304,7 +309,7 @@ async def whatsapp_send(req: GraphRequest) -> JSONResponse:
         raise GraphError(10, "(#10) Application does not have permission for this action")
     to = _check_whatsapp_body(body)
     phone = req.node.id
-    if not _within_rate(state, f"messaging.wa.{phone}", w.settings.whatsapp_mps):
+    if not _throughput_ok(state, w, phone):
         state.count("messaging.130429")
         raise _wa_invalid("Cloud API message throughput has been reached.", code=130429,
                           message="(#130429) Rate limit hit")
@@ -369,6 +374,7 @@ async def control_settings(request: Request) -> JSONResponse:
         body = await request.json()
         if body.pop("reset_pairs", False):
             w.pairs.clear()
+            w.throughput.clear()
         for key, value in body.items():
             if not hasattr(w.settings, key):
                 return JSONResponse({"error": f"unknown setting {key!r}"}, status_code=400)

@@ -16,6 +16,7 @@ from everreach_data.jobs.outbound_messages import RetryFailedConfig, retry_faile
 from everreach_data.jobs.webhook_events import drain_url as process_webhooks
 
 from .helpers import (
+    PHONE,
     HOUR,
     PAGE,
     faults,
@@ -224,3 +225,37 @@ def test_status_webhooks_follow_a_delivered_message(receiver, sandbox, db, db_ur
     process_webhooks(db_url)
     state = job_status(receiver, job_id)
     assert (state["status"], state["message_status"]) == ("sent", "read") and state["read_at"]
+
+
+def test_sender_stays_under_the_sandbox_limits(receiver, sandbox, db, db_url, out_settings):
+    """Unpaced, the sandbox refuses sends above its limits (130429 / 131056); the sender's pacing per phone
+    number and per recipient keeps every send under them."""
+    sandbox_settings(sandbox, whatsapp_mps=10, pair_burst=2, pair_interval=0.5)
+    graph = out_settings.graph_base_url
+    token = {"Authorization": "Bearer " + SANDBOX_DEFAULTS["WHATSAPP_ACCESS_TOKEN"]}
+
+    def blast(n: int) -> list[int]:
+        body = {"messaging_product": "whatsapp", "type": "template", **{k: v for k, v in TEMPLATE.items()
+                                                                        if k == "template"}}
+        with httpx.Client(headers=token) as client:
+            return [client.post(f"{graph}/{PHONE}/messages", json={**body, "to": new_user("whatsapp")}).status_code
+                    for _ in range(n)]
+
+    assert blast(30).count(400) >= 5                      # unpaced: over 10/s is refused
+    stats = httpx.get(f"{sandbox}/_sandbox/stats").json()["counters"]
+    refused_before = stats.get("messaging.130429", 0)
+    assert refused_before >= 5
+    sandbox_settings(sandbox, reset_pairs=True)
+
+    same = new_user("whatsapp")
+    for _ in range(4):
+        send_whatsapp(receiver, {"to": same, **TEMPLATE})
+    for _ in range(12):
+        send_whatsapp(receiver, {"to": new_user("whatsapp"), **TEMPLATE})
+    report = run_drain(out_settings, db_url, whatsapp_messages_per_second=10, pair_burst=2,
+                       pair_interval_seconds=0.5, linger_seconds=1.5)
+    stats = httpx.get(f"{sandbox}/_sandbox/stats").json()["counters"]
+    assert report.sent == 16 and report.throttled == {}
+    assert stats.get("messaging.130429", 0) == refused_before and stats.get("messaging.131056", 0) == 0
+    to_same = sorted(s["at"] for s in sandbox_sent(sandbox, recipient_id=same))
+    assert len(to_same) == 4 and to_same[-1] - to_same[0] >= 0.9      # burst of 2, then one per 0.5 s

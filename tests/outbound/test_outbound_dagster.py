@@ -1,0 +1,64 @@
+"""The Dagster side: the operator's send_message job (same checks and queue as the API), the sensor that
+launches send_outbound_messages, the job itself, and retry_failed_messages."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_data.jobs import outbound_messages as jobs
+from everreach_data.resources import PostgresResource
+from everreach_data.sensors.outbound_messages import outbound_messages_sensor
+
+from .helpers import HOUR, new_user, sandbox_sent, user_wrote
+
+
+def _env(monkeypatch, sandbox: str, db_url: str) -> dict:
+    for key, value in SANDBOX_DEFAULTS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("META_GRAPH_URL", sandbox)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return {"postgres": PostgresResource(url=db_url), "outbound_messaging": jobs.OutboundMessagingResource()}
+
+
+def _send(resources, **config):
+    return jobs.send_message.execute_in_process(
+        run_config={"ops": {"queue_message": {"config": config}}}, resources=resources, raise_on_error=False)
+
+
+def test_operator_send_goes_through_the_same_checks_and_queue(monkeypatch, sandbox, db, db_url):
+    resources = _env(monkeypatch, sandbox, db_url)
+    quiet, chatty = new_user("whatsapp"), new_user("messenger")
+    user_wrote(db, sandbox, "messenger", chatty, 30 * HOUR)       # human-agent window only
+
+    assert _send(resources, platform="whatsapp", recipient=quiet, template_name="hello_world").success
+    refused = _send(resources, platform="whatsapp", recipient=quiet, text="free-form, no window")
+    assert not refused.success
+    assert "template" in refused.failure_data_for_node("queue_message").user_failure_data.description
+    # An operator is a person: Messenger between 24 h and 7 days goes out tagged HUMAN_AGENT.
+    assert _send(resources, platform="messenger", recipient=chatty, text="An agent here").success
+    jobs_ = db.execute("SELECT platform, tag, requested_by FROM outbound_message_job ORDER BY created_at").fetchall()
+    assert jobs_ == [{"platform": "whatsapp", "tag": None, "requested_by": "dagster-operator"},
+                     {"platform": "messenger", "tag": "HUMAN_AGENT", "requested_by": "dagster-operator"}]
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"postgres": resources["postgres"]})
+        request = outbound_messages_sensor(context)
+        assert isinstance(request, dg.RunRequest) and request.tags == {"everreach/queue": "outbound_messages"}
+
+        result = jobs.send_outbound_messages.execute_in_process(
+            run_config={"ops": {"drain_outbound_messages": {"config": {"linger_seconds": 0.0}}}},
+            resources=resources, instance=instance)
+        assert result.success
+        output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+        assert output.event_specific_data.metadata["sent"].value == 2
+        assert len(sandbox_sent(sandbox)) == 2
+        assert isinstance(outbound_messages_sensor(dg.build_sensor_context(
+            instance=instance, resources={"postgres": resources["postgres"]})), dg.SkipReason)
+
+    db.execute("UPDATE outbound_message_job SET status = 'failed', error_message = 'x' WHERE platform = 'whatsapp'")
+    retried = jobs.retry_failed_messages.execute_in_process(
+        run_config={"ops": {"requeue_failed_messages": {"config": {"platform": "whatsapp"}}}}, resources=resources)
+    assert retried.success
+    assert db.execute("SELECT status, attempts FROM outbound_message_job WHERE platform = 'whatsapp'").fetchone() == {
+        "status": "queued", "attempts": 0}
