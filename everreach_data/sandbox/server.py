@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from everreach_data import serving
 from everreach_data.config import SANDBOX_DEFAULTS
 from everreach_data.sandbox import capi, debug, marketing, messaging, pages
 from everreach_data.sandbox.core import Limits, SandboxState, TokenInfo
@@ -102,32 +102,7 @@ def run_sandbox(args: argparse.Namespace) -> None:
 def serve_in_background(
     state: SandboxState | None = None, *, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[str]:
-    """The sandbox in a thread of this process (for ``demo`` and benchmarks); yields its base URL.
-    Port 0 picks a free port; the socket is bound before uvicorn starts, so no other process can race."""
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind((host, port))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(state), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"sandbox:{port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the Graph API sandbox did not start on {host}:{port}")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """The sandbox in a thread of this process (for ``demo`` and benchmarks); yields its base URL."""
+    with serving.serve_in_background(build_app(state), host=host, port=port, lifespan="off",
+                                     name="Graph API sandbox") as url:
+        yield url

@@ -1,0 +1,41 @@
+"""Serve an ASGI app from a thread of this process on loopback (the demo, benchmarks and tests use it)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def serve_in_background(app, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "on",
+                        name: str = "server", **config) -> Iterator[str]:
+    """Run ``app`` under uvicorn until the block ends; yields its base URL.
+
+    Port 0 picks a free port. The socket is bound before uvicorn starts, so no other process can take the
+    port in between; the block starts only once uvicorn says it is serving.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan=lifespan, **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"{name}:{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:  # waits for an event with a deadline; not a sleep that makes anything pass
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError(f"the {name} did not start on {host}:{port}")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
