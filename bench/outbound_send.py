@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=1_000)
     parser.add_argument("--mps", type=float, default=80.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--head-start", type=int, default=1_000,
+    parser.add_argument("--head-start", type=int, default=4_000,
                         help="start sending once this many are queued (enqueueing continues meanwhile)")
     args = parser.parse_args()
 
@@ -176,12 +176,14 @@ def main() -> None:
         counters = httpx.get(graph + "/_sandbox/stats").json()["counters"]
         span = sent_times[-1] - sent_times[0] if len(sent_times) > 1 else 0.0
         achieved = (len(sent_times) - 1) / span if span else 0.0
+        lo, hi = sent_times[len(sent_times) // 10], sent_times[(9 * len(sent_times)) // 10]
+        steady = (0.8 * len(sent_times)) / (hi - lo) if hi > lo else 0.0
         print(json.dumps({
             "bench": "outbound_send", "messages": args.messages, "recipients": args.recipients,
             "enqueued": accepted, "enqueue_per_s": round(accepted / enqueue_seconds, 1),
             "sent": len(rows), "job_statuses": statuses,
             "limit_mps": args.mps, "achieved_mps": round(achieved, 2),
-            "achieved_pct_of_limit": round(100 * achieved / args.mps, 1),
+            "achieved_pct_of_limit": round(100 * achieved / args.mps, 1), "steady_mps_p10_p90": round(steady, 2),
             "within_5pct": abs(achieved - args.mps) <= 0.05 * args.mps,
             "errors_130429": counters.get("messaging.130429", 0) - base["errors_130429"],
             "errors_131056": counters.get("messaging.131056", 0),

@@ -64,7 +64,7 @@ class SendConfig:
     unknown_grace_seconds: float = 600.0
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 600.0
-    horizon_seconds: float = 0.1          # schedule sends this far ahead per round trip
+    horizon_seconds: float = 0.25         # schedule sends this far ahead per round trip
     seed: int | None = None
 
     def rate(self, platform: str) -> float:
@@ -100,8 +100,10 @@ class Pacer:
     at the moment of sending: tasks that wake late together (a busy event loop) cannot fire more than
     ``rate`` in any second. A throttle answer from Meta slows the channel down a little (AIMD-style)."""
 
+    CATCH_UP = 0.1   # seconds of slots a late scheduler may still use (the gate bounds the burst)
+
     def __init__(self, rate: float) -> None:
-        self.rate = rate
+        self.base = self.rate = rate
         self.floor = rate * 0.8
         self.interval = 1.0 / rate
         self.next_slot = 0.0
@@ -111,14 +113,23 @@ class Pacer:
         return max(self.next_slot, now) < now + horizon
 
     def take(self, now: float) -> float:
-        slot = max(self.next_slot, now)
+        slot = max(self.next_slot, now - self.CATCH_UP)
         self.next_slot = slot + self.interval
         return slot
 
-    def throttled(self, now: float, pause: float = 0.25) -> None:
-        self.rate = max(self.floor, self.rate * 0.98)
+    def _set(self, rate: float) -> None:
+        self.rate = min(self.base, max(self.floor, rate))
         self.interval = 1.0 / self.rate
+
+    def throttled(self, now: float, pause: float = 0.25) -> None:
+        """Multiplicative decrease on a throttle answer, plus a short pause."""
+        self._set(self.rate * 0.99)
         self.next_slot = max(self.next_slot, now + pause)
+
+    def succeeded(self) -> None:
+        """Additive increase back towards the configured rate."""
+        if self.rate < self.base:
+            self._set(self.rate + self.base * 0.0005)
 
     async def gate(self) -> None:
         cap = max(1, int(self.rate))
@@ -272,6 +283,7 @@ class _Drain:
             result = task.result()
             if result.message_id is not None:
                 sent.append((result.job.job_id, result.message_id))
+                self.pacers[result.job.channel].succeeded()
             else:
                 outcomes.append(self.outcome(result, pauses))
         self.report.sent += await queue.record_sent(self.conn, self.token, sent)
@@ -280,6 +292,8 @@ class _Drain:
         self.report.failed += counts.get("failed", 0)
         self.report.unknown += counts.get("unknown", 0)
         for channel, reason in pauses.items():
+            if channel in self.skip:
+                continue          # already paused by an earlier answer in this run
             platform, _, account = channel.partition(":")
             await queue.pause_channel(self.conn, platform, account, reason)
             self.report.paused_channels.append(channel)
@@ -323,7 +337,8 @@ class _Drain:
                     break
                 if not busy and now - (idle_since or now) >= cfg.linger_seconds and next_claim > now:
                     break
-                await asyncio.sleep(cfg.horizon_seconds / 2 if busy else 0.05)
+                spent = time.monotonic() - now
+                await asyncio.sleep(max(0.005, cfg.horizon_seconds / 2 - spent) if busy else 0.05)
             await self.flush()
         finally:
             if self.in_flight:   # cancelled mid-run: what was in flight is 'sending' → reconciled later

@@ -95,7 +95,7 @@ def test_expired_token_pauses_the_channel_instead_of_burning_the_queue(receiver,
     rows = [job_row(db, j) for j in messenger_jobs]
     failed = [r for r in rows if r["status"] == "failed"]
     untouched = [r for r in rows if r["status"] == "queued" and r["attempts"] == 0]
-    assert 1 <= len(failed) <= 2 and len(failed) + len(untouched) == 8
+    assert 1 <= len(failed) <= 4 and len(failed) + len(untouched) == 8     # only what was in flight
     assert failed[0]["error_code"] == 190 and "re-authorization" in failed[0]["error_message"]
     config = db.execute("SELECT status, status_reason FROM meta_platform_config WHERE platform = 'messenger' "
                         "AND account_id = %s", (PAGE,)).fetchone()
