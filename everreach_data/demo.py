@@ -19,8 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from everreach_data.config import SANDBOX_DEFAULTS, Settings
-from everreach_data.db.connection import database_urls, redact
-from everreach_data.db.migrate import migrate
+from everreach_data.db.connection import connect, database_urls, redact
+from everreach_data.db.migrate import SQL_DIR, migrate
 from everreach_data.meta.client import GraphClient
 from everreach_data.sandbox.core import SandboxState, utc_today
 from everreach_data.sandbox.server import app_token, build_state, serve_in_background
@@ -97,10 +97,89 @@ def step_organic_probe(ctx: DemoContext) -> str:
     )
 
 
+def step_seed(ctx: DemoContext) -> str:
+    """The runbook's sample data: users, campaigns and the app events the conversions asset sends."""
+    with connect(ctx.db_url) as conn:
+        conn.execute((SQL_DIR / "seed" / "sample_data.sql").read_text())
+        n = conn.execute("SELECT count(*) AS n FROM user_event").fetchone()["n"]
+    return f"sample users, campaigns and {n} user events loaded"
+
+
+def step_assets(ctx: DemoContext) -> str:
+    """Materialize yesterday's partition of every insights asset, as the daily schedules do."""
+    import warnings
+
+    import dagster as dg
+
+    with warnings.catch_warnings():  # Dagster flags backfill policies as beta; not news for a demo reader
+        warnings.simplefilter("ignore")
+        from everreach_data.assets import ads, conversions, organic
+    from everreach_data.resources import PostgresResource
+
+    s, url = ctx.settings, ctx.sandbox_url
+    yesterday = (utc_today() - timedelta(days=1)).isoformat()
+    result = dg.materialize(
+        [ads.ad_performance, organic.social_media_post, organic.social_post_insights,
+         organic.social_account_insights, conversions.meta_conversion_event],
+        partition_key=yesterday, raise_on_error=True,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        resources={
+            "postgres": PostgresResource(url=ctx.db_url),
+            "meta_ads": ads.MetaAdsResource(access_token=s.secret("FB_ADS_ACCESS_TOKEN"), graph_url=url,
+                                            ad_account_ids=s.ad_account_ids),
+            "facebook_page": organic.FacebookPageResource(access_token=s.secret("MESSENGER_PAGE_TOKEN"),
+                                                          page_id=s.MESSENGER_PAGE_ID, graph_url=url),
+            "instagram_account": organic.InstagramAccountResource(
+                access_token=s.secret("INSTAGRAM_PAGE_TOKEN"), ig_user_id=s.INSTAGRAM_USER_ID, graph_url=url),
+            "conversions_api": conversions.ConversionsAPIResource(
+                access_token=s.secret("META_CONVERSIONS_API_TOKEN"), pixel_id=s.META_PIXEL_ID, graph_url=url),
+        },
+    )
+    names = ("ad_performance", "social_media_post", "social_account_insights", "meta_conversion_event")
+    meta = {name: result.asset_materializations_for_node(name)[0].metadata for name in names}
+    ads_meta = meta["ad_performance"]
+    ctx.results["assets"] = {k: {n: v.value for n, v in m.items()} for k, m in meta.items()}
+    return (f"{yesterday}: ad_performance {ads_meta['rows_written'].value} rows "
+            f"(spend {ads_meta['total_spend'].value}); social_media_post "
+            f"{meta['social_media_post']['rows_written'].value}; social_account_insights "
+            f"{meta['social_account_insights']['rows_written'].value} values; meta_conversion_event "
+            f"{meta['meta_conversion_event']['events_sent'].value} sent")
+
+
+def step_webhooks(ctx: DemoContext) -> str:
+    """Post a burst of signed Messenger/Instagram/WhatsApp webhooks to the receiver, then drain them."""
+    import asyncio
+
+    from everreach_data.jobs.webhook_events import drain_url
+    from everreach_data.receiver.app import create_app
+    from everreach_data.sandbox.traffic import post_traffic
+    from everreach_data.serving import serve_in_background
+
+    with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
+        ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"
+        posted = asyncio.run(post_traffic(ctx.sandbox.webhook_url, ctx.settings.secret("META_APP_SECRET") or "",
+                                          rate=500, count=300, seed=1))
+        stats = drain_url(ctx.db_url)
+    with connect(ctx.db_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM meta_webhook_event) AS stored, "
+            "(SELECT count(*) FROM meta_webhook_event WHERE status = 'done') AS done, "
+            "(SELECT count(*) FROM conversation_thread) AS threads, "
+            "(SELECT count(*) FROM conversation_message) AS messages, "
+            "(SELECT count(*) FROM message_delivery_event) AS receipts").fetchone()
+    ctx.results["webhooks"] = {**posted, **row}
+    return (f"{posted['ok']} POSTs answered 200 ({row['stored']} distinct events stored, duplicates dropped); "
+            f"drained {stats.claimed}: {row['threads']} threads, {row['messages']} messages, "
+            f"{row['receipts']} receipts")
+
+
 STEPS: list[tuple[str, Step]] = [
     ("database", step_migrate),
     ("tokens", step_tokens),
     ("organic (Graph API)", step_organic_probe),
+    ("sample data", step_seed),
+    ("insights assets", step_assets),
+    ("webhooks in", step_webhooks),
 ]
 
 

@@ -38,3 +38,8 @@ def partitions_start(settings: Settings, today: date | None = None) -> date:
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=partitions_start(load_settings()).isoformat(), timezone="UTC", end_offset=0
 )
+
+#: Backfills run in batches of this many days: each run asks Meta for its whole range at once (async
+#: reports, windows), so fewer, larger runs are cheaper than one run per day, and a failure costs one batch.
+BACKFILL_DAYS_PER_RUN = 92
+insights_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_DAYS_PER_RUN)

@@ -28,8 +28,17 @@ def test_demo_runs_every_step_against_the_in_process_sandbox(empty_db_url: str) 
     assert summary["tokens"].count(" valid (") == 4 and "INVALID" not in summary["tokens"]
     assert "Page " in summary["organic (Graph API)"]
     assert lines[-1].startswith("done in ") and "Graph API calls" in lines[-1]
-    with psycopg.connect(empty_db_url) as conn:  # the demo really migrated the database it was given
-        assert conn.execute("SELECT to_regclass('public.ad_performance') IS NOT NULL").fetchone()[0]
+    with psycopg.connect(empty_db_url) as conn:  # what the summary says landed, landed
+        ads_rows, posts, sent = conn.execute(
+            "SELECT (SELECT count(*) FROM ad_performance WHERE date = current_date - 1), "
+            "(SELECT count(*) FROM social_media_post), "
+            "(SELECT count(*) FROM meta_conversion_event WHERE status = 'sent')").fetchone()
+        assert f"ad_performance {ads_rows} rows" in summary["insights assets"] and ads_rows > 0
+        assert f"meta_conversion_event {sent} sent" in summary["insights assets"] and posts > 0
+        pending, messages = conn.execute(
+            "SELECT (SELECT count(*) FROM meta_webhook_event WHERE status <> 'done'), "
+            "(SELECT count(*) FROM conversation_message)").fetchone()
+        assert pending == 0 and f"{messages} messages" in summary["webhooks in"]
 
 
 def test_a_failing_step_stops_the_demo_with_its_name(db_url: str) -> None:

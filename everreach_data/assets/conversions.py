@@ -31,7 +31,7 @@ from everreach_data.meta.capi import (
 )
 from everreach_data.meta.client import GraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
-from everreach_data.partitions import daily_partitions
+from everreach_data.partitions import daily_partitions, insights_backfill_policy
 from everreach_data.resources import GraphAPIResource, PostgresResource, meta_failures
 
 
@@ -190,7 +190,7 @@ class ConversionsConfig(dg.Config):
 @dg.asset(
     name="meta_conversion_event",
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=insights_backfill_policy,
     group_name="conversions",
     kinds={"postgres", "meta"},
     check_specs=[

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from everreach_data.meta import organic
 from everreach_data.meta.organic import InsightsReport, Post
-from everreach_data.partitions import daily_partitions
+from everreach_data.partitions import daily_partitions, insights_backfill_policy
 from everreach_data.resources import GraphAPIResource, PostgresResource, meta_failures
 
 
@@ -103,7 +103,7 @@ def replace_account_insights(conn: psycopg.Connection, since: date, until: date,
     return len(rows)
 
 
-@dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="organic",
+@dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, group_name="organic",
           kinds={"postgres", "meta"})
 def social_media_post(context: dg.AssetExecutionContext, postgres: PostgresResource,
                       facebook_page: FacebookPageResource,
@@ -121,7 +121,7 @@ def social_media_post(context: dg.AssetExecutionContext, postgres: PostgresResou
                                           "rows_written": written, "api_calls": calls})
 
 
-@dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="organic",
+@dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, group_name="organic",
           kinds={"postgres", "meta"}, deps=[social_media_post],
           check_specs=[dg.AssetCheckSpec("every_post_has_insights", asset="social_post_insights")])
 def social_post_insights(context: dg.AssetExecutionContext, postgres: PostgresResource,
@@ -156,7 +156,7 @@ def social_post_insights(context: dg.AssetExecutionContext, postgres: PostgresRe
     )
 
 
-@dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="organic",
+@dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, group_name="organic",
           kinds={"postgres", "meta"},
           check_specs=[dg.AssetCheckSpec("one_value_per_day_and_metric", asset="social_account_insights")])
 def social_account_insights(context: dg.AssetExecutionContext, postgres: PostgresResource,
