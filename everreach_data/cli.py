@@ -216,6 +216,21 @@ def cmd_replay_webhooks(args: argparse.Namespace) -> None:
           f"process_webhook_events`) will process them")
 
 
+def cmd_retry_messages(args: argparse.Namespace) -> None:
+    """Put failed (optionally unknown-outcome) outbound messages back in the queue."""
+    import asyncio
+
+    from everreach_data.jobs.outbound_messages import RetryFailedConfig, retry_failed
+
+    url = database_urls(load_settings())[0]
+    migrate(url)
+    n = asyncio.run(retry_failed(url, RetryFailedConfig(
+        job_ids=args.job_id or [], since_hours=args.since_hours, platform=args.platform or "",
+        include_unknown=args.include_unknown, resume_channels=args.resume_channels)))
+    print(f"re-queued {n} outbound messages; outbound_messages_sensor (or `dagster job execute -j "
+          f"send_outbound_messages`) will send them")
+
+
 def cmd_traffic(args: argparse.Namespace) -> None:
     """Signed, realistic Messenger/Instagram/WhatsApp webhook traffic at a chosen rate."""
     import asyncio
@@ -299,6 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=None, help="stop after this many (default: run forever)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_traffic)
+
+    p = sub.add_parser("retry-messages", help="re-queue failed outbound messages (the policy window is "
+                       "checked again when they are sent)")
+    p.add_argument("--job-id", action="append", help="only this job (repeatable)")
+    p.add_argument("--since-hours", type=float, default=24.0, help="failed within this many hours")
+    p.add_argument("--platform", choices=["messenger", "instagram", "whatsapp"])
+    p.add_argument("--include-unknown", action="store_true",
+                   help="also re-send jobs whose outcome is unknown (the recipient may get them twice)")
+    p.add_argument("--resume-channels", action="store_true",
+                   help="re-activate channels paused for re-authorization (after fixing the token)")
+    p.set_defaults(func=cmd_retry_messages)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from everreach_data import cli
 from everreach_data.config import SANDBOX_DEFAULTS
 from everreach_data.jobs import outbound_messages as jobs
 from everreach_data.resources import PostgresResource
@@ -62,3 +63,9 @@ def test_operator_send_goes_through_the_same_checks_and_queue(monkeypatch, sandb
     assert retried.success
     assert db.execute("SELECT status, attempts FROM outbound_message_job WHERE platform = 'whatsapp'").fetchone() == {
         "status": "queued", "attempts": 0}
+
+    # The same from the command line.
+    db.execute("UPDATE outbound_message_job SET status = 'failed' WHERE platform = 'whatsapp'")
+    assert cli.main(["retry-messages", "--platform", "whatsapp"]) == 0
+    assert db.execute("SELECT status FROM outbound_message_job WHERE platform = 'whatsapp'").fetchone() == {
+        "status": "queued"}
