@@ -313,7 +313,8 @@ SELECT EXISTS (SELECT 1 FROM outbound_message_job j
                  AND NOT EXISTS (SELECT 1 FROM meta_platform_config c WHERE c.platform = j.platform
                                  AND c.account_id = j.channel_id AND c.status <> 'active'))
     OR EXISTS (SELECT 1 FROM outbound_message_job WHERE status = 'sending' AND locked_until < now())
-    OR EXISTS (SELECT 1 FROM outbound_message_job WHERE status = 'unknown' AND flagged_at IS NULL) AS due
+    OR EXISTS (SELECT 1 FROM outbound_message_job WHERE status = 'unknown' AND flagged_at IS NULL
+               AND updated_at < now() - make_interval(secs => %(grace)s)) AS due
 """
 
 REQUEUE = """
@@ -451,13 +452,11 @@ async def reconcile(conn: psycopg.AsyncConnection, *, grace_seconds: float) -> d
     return {"expired": expired, "reconciled": reconciled, "flagged": flagged}
 
 
-async def due_work(conn: psycopg.AsyncConnection) -> bool:
-    cur = await _run(conn, DUE_WORK)
-    return bool((await cur.fetchone())["due"])
-
-
-def due_work_sync(conn: psycopg.Connection) -> bool:
-    return bool(conn.cursor(row_factory=dict_row).execute(DUE_WORK).fetchone()["due"])
+def due_work_sync(conn: psycopg.Connection, *, unknown_grace_seconds: float = 600.0) -> bool:
+    """Anything for a send run to do: due jobs, expired sends, or unknown outcomes due to be flagged (every
+    send run also reconciles unknown ones, so they need no run of their own before that)."""
+    cur = conn.cursor(row_factory=dict_row)
+    return bool(cur.execute(DUE_WORK, {"grace": unknown_grace_seconds}).fetchone()["due"])
 
 
 async def requeue(conn: psycopg.AsyncConnection, *, statuses: tuple[str, ...] = ("failed",),

@@ -63,6 +63,15 @@ def test_transient_errors_and_throttles_are_retried_with_bounded_attempts(receiv
     assert row["error_message"].startswith("gave up after 3 attempts")
     assert job_status(receiver, doomed)["message_status"] == "failed"
 
+    # No answer at all (the connection dropped mid-request): Meta may or may not have it, so the job is
+    # not retried blindly — it waits, unknown, for an echo/status webhook to settle it.
+    ambiguous = send_whatsapp(receiver, {"to": new_user("whatsapp"), **TEMPLATE}).json()["job_id"]
+    faults(sandbox, {"kind": "drop", "path_contains": "/messages", "times": 1})
+    report = run_drain(out_settings, db_url, linger_seconds=0.5)
+    row = job_row(db, ambiguous)
+    assert (report.unknown, row["status"], row["attempts"]) == (1, "unknown", 1)
+    assert "not re-sent" in row["error_message"]
+
 
 def test_permanent_errors_fail_at_once(receiver, sandbox, db, db_url, out_settings):
     gone = new_user("messenger")
