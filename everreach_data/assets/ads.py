@@ -22,6 +22,7 @@ from everreach_data.config import Settings, load_settings
 from everreach_data.db.connection import connect
 from everreach_data.meta.client import GraphClient, RetryPolicy
 from everreach_data.meta.insights import (
+    CHUNK_DAYS,
     DEFAULT_CONVERSION_ACTION_TYPES,
     LEVELS,
     InsightsOptions,
@@ -31,9 +32,9 @@ from everreach_data.meta.insights import (
 from everreach_data.partitions import daily_partitions, partitions_start
 from everreach_data.resources import PostgresResource
 
-#: A backfill's runs cover up to this many days each: one report run per level and account per 31 days,
-#: and a failed run redoes at most a quarter.
-DAYS_PER_RUN = 92
+#: A backfill's runs cover up to this many days each — one report run per level and account (the reader's
+#: chunk is the same size), and a failed run redoes at most a quarter.
+DAYS_PER_RUN = CHUNK_DAYS
 
 
 class MetaAdsResource(dg.ConfigurableResource):
@@ -44,9 +45,9 @@ class MetaAdsResource(dg.ConfigurableResource):
     graph_url: str = ""
     api_version: str = ""
     ad_account_ids: list[str] = []
-    chunk_days: int = 31
+    chunk_days: int = CHUNK_DAYS
     page_size: int = 5000
-    max_in_flight: int = 6
+    max_in_flight: int = 50
     poll_initial_seconds: float = 1.0
     timeout_seconds: float = 60.0
 
@@ -114,7 +115,8 @@ class SyncResult:
     rows_per_level: dict[str, int]
     totals: dict[str, Totals]
     currencies: dict[str, list[str]]
-    api_calls: int
+    api_calls: int  # HTTP requests to the Graph API (a batch of up to 50 calls is one)
+    graph_requests: int  # Graph calls those carried (each batch item counts, as Meta counts it)
     report_runs: int
     splits: int
     throttled_calls: int
@@ -122,6 +124,7 @@ class SyncResult:
     campaigns: int
     read_seconds: float = 0.0
     write_seconds: float = 0.0
+    failed_runs: int = 0
     checks: dict = field(default_factory=dict)
 
     @property
@@ -171,7 +174,9 @@ def sync_ad_performance(
         totals=spool.totals,
         currencies={a: sorted(c) for a, c in spool.currencies.items()},
         api_calls=stats.calls,
+        graph_requests=stats.graph_requests,
         report_runs=reader.stats.report_runs,
+        failed_runs=reader.stats.failed_runs,
         splits=reader.stats.splits,
         throttled_calls=stats.throttled,
         paused_seconds=round(stats.paused_seconds, 3),
@@ -274,6 +279,7 @@ def ad_performance(
             "rows_per_level": dg.MetadataValue.json(result.rows_per_level),
             "rows_written": result.rows_written,
             "api_calls": result.api_calls,
+            "graph_requests": result.graph_requests,
             "report_runs": result.report_runs,
             "splits": result.splits,
             "throttled_calls": result.throttled_calls,

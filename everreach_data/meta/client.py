@@ -5,7 +5,11 @@
 - Paces by the usage headers: above ``pace_from`` percent it slows down in proportion, and when Meta
   says how long until access is regained it waits that out, before the limit turns into errors.
 - Pages by ``paging.next`` and stops when it is absent (``cursors.after`` is present even on the last page).
-- Counts calls, so assets can report how many they made.
+- Counts calls, so assets can report how many they made: ``stats.calls`` is HTTP requests made,
+  ``stats.graph_requests`` the Graph calls they carried (a batch of n counts n, as Meta counts it).
+- Batches (:meth:`GraphClient.batch`): up to 50 calls in one ``POST /`` (Meta's batch requests), each
+  answered on its own — a typed error per failed item, usage read from every item's headers, and items
+  that failed transiently (or were not run: ``null``) sent again in the next batch, with backoff.
 
 :class:`GraphClient` is synchronous (Dagster ops); :class:`AsyncGraphClient` is the same policy for
 high-throughput senders. Surface modules (insights, messaging, capi) build requests on top of these.
@@ -14,12 +18,14 @@ high-throughput senders. Surface modules (insights, messaging, capi) build reque
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -58,18 +64,72 @@ class RetryPolicy:
 
 @dataclass
 class CallStats:
-    calls: int = 0
+    calls: int = 0            # HTTP requests made (attempts included)
     retries: int = 0
-    throttled: int = 0
+    throttled: int = 0        # throttled answers: whole requests and batch items
     paused_seconds: float = 0.0
+    graph_requests: int = 0   # Graph calls carried: 1 per plain request, n per batch of n
+    batches: int = 0          # HTTP requests that were batches
     last_usage: Usage = field(default_factory=Usage)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, *, retried: bool = False, throttled: bool = False) -> None:
+    def record(self, *, retried: bool = False, throttled: bool = False, graph_requests: int = 1,
+               batch: bool = False) -> None:
         with self._lock:
             self.calls += 1
             self.retries += int(retried)
             self.throttled += int(throttled)
+            self.graph_requests += graph_requests
+            self.batches += int(batch)
+
+
+#: Meta's limit of calls in one batch request.
+MAX_BATCH = 50
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return jsonlib.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class BatchCall:
+    """One Graph call inside a batch: ``path`` relative to the client's version (``act_1/insights``);
+    ``params`` go in the query of a GET/DELETE and in the form-encoded ``body`` of a POST."""
+
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+
+    def item(self) -> JSON:
+        encoded = urlencode({k: _form_value(v) for k, v in (self.params or {}).items()})
+        method = self.method.upper()
+        item: JSON = {"method": method, "relative_url": self.path.lstrip("/")}
+        if method == "POST":
+            if encoded:
+                item["body"] = encoded
+        elif encoded:
+            item["relative_url"] += ("&" if "?" in item["relative_url"] else "?") + encoded
+        return item
+
+
+@dataclass
+class BatchResult:
+    """One item's answer: ``body`` on success, else ``error`` (typed as for a plain request; a ``null``
+    answer — Meta did not run the item — is a transient :class:`GraphTransportError`)."""
+
+    call: BatchCall
+    status: int | None
+    body: JSON | None = None
+    error: GraphAPIError | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 class _Policy:
@@ -115,6 +175,62 @@ class _Policy:
     def pause_before_call(self) -> float:
         return self.retry.pace(self.stats.last_usage)
 
+    # ── batches ──
+
+    @staticmethod
+    def batch_form(calls: Sequence[BatchCall]) -> dict[str, str]:
+        items = jsonlib.dumps([c.item() for c in calls], separators=(",", ":"))
+        return {"batch": items, "include_headers": "true"}
+
+    def batch_results(self, calls: Sequence[BatchCall], body: JSON) -> list[BatchResult]:
+        """Meta's answer array read item by item; usage is the worst reading of the batch and its items."""
+        answers = body.get("data")
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            raise GraphAPIError(f"a batch of {len(calls)} calls was answered with {str(answers)[:200]!r}")
+        results: list[BatchResult] = []
+        usages = [self.stats.last_usage]
+        for call, answer in zip(calls, answers, strict=True):
+            result = _batch_result(call, answer)
+            if result.headers:
+                usages.append(parse_usage(result.headers))
+            if result.error is not None and result.error.kind is ErrorKind.THROTTLED:
+                with self.stats._lock:
+                    self.stats.throttled += 1
+            results.append(result)
+        self.stats.last_usage = Usage(
+            percent=max(u.percent for u in usages), regain_seconds=max(u.regain_seconds for u in usages)
+        )
+        return results
+
+    def batch_retry_wait(self, results: Sequence[BatchResult], attempt: int) -> float | None:
+        """How long to wait before sending the retryable failures again (None: none left to retry)."""
+        waits = [self.wait_after(r.error, attempt) for r in results if r.error and r.error.retryable]
+        return None if not waits or None in waits else max(w for w in waits if w is not None)
+
+
+def _batch_result(call: BatchCall, answer: Any) -> BatchResult:
+    if answer is None:
+        return BatchResult(call, None, error=GraphTransportError("batch item not run (null answer)"))
+    if not isinstance(answer, dict):
+        return BatchResult(call, None, error=GraphAPIError(f"malformed batch answer: {str(answer)[:200]!r}"))
+    status = int(answer.get("code") or 0)
+    headers = {
+        str(h.get("name", "")).lower(): str(h.get("value", ""))
+        for h in answer.get("headers") or ()
+        if isinstance(h, dict)
+    }
+    raw = answer.get("body")
+    text = raw if isinstance(raw, str) else jsonlib.dumps(raw)
+    if 200 <= status < 300:
+        try:
+            body = jsonlib.loads(text) if text else {}
+        except ValueError:
+            return BatchResult(call, status, error=GraphAPIError(f"non-JSON batch item body: {text[:200]!r}",
+                                                                 http_status=status), headers=headers)
+        return BatchResult(call, status, body if isinstance(body, dict) else {"data": body}, headers=headers)
+    error = error_from_response(status, text.encode(), headers)
+    return BatchResult(call, status, error=error, headers=headers)
+
 
 def _next_page(body: JSON) -> str | None:
     paging = body.get("paging")
@@ -152,20 +268,26 @@ class GraphClient:
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 data: Mapping[str, Any] | None = None, json: Any = None) -> JSON:
+        return self._request(method, path, params=params, data=data, json=json)
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                 data: Mapping[str, Any] | None = None, json: Any = None, carried: int = 0) -> JSON:
+        """One HTTP request with retries; ``carried`` > 0 marks a batch of that many Graph calls."""
         attempt = 0
         pause = self._policy.pause_before_call()
+        weight = {"graph_requests": carried or 1, "batch": carried > 0}
         while True:
             self._pause(pause)
             try:
                 response = self._http.request(method, self._policy.url(path), params=params, data=data, json=json)
                 body = self._policy.check(response)
-                self.stats.record(retried=attempt > 0)
+                self.stats.record(retried=attempt > 0, **weight)
                 return body
             except httpx.TransportError as exc:
                 error: GraphAPIError = GraphTransportError(f"{type(exc).__name__}: {exc}")
             except GraphAPIError as exc:
                 error = exc
-            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED)
+            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)
             wait = self._policy.wait_after(error, attempt)
             if wait is None:
                 raise error
@@ -178,6 +300,31 @@ class GraphClient:
     def post(self, path: str, *, params: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
              json: Any = None) -> JSON:
         return self.request("POST", path, params=params, data=data, json=json)
+
+    def batch(self, calls: Sequence[BatchCall], *, retry: bool = True) -> list[BatchResult]:
+        """Every call answered, in order, in as few HTTP requests as Meta allows (50 calls each). A failed
+        item does not fail the others: its result carries the typed error. With ``retry``, items whose error
+        is transient or throttling (or that were not run) are sent again, together, after the backoff and
+        the usage pacing; what still fails after ``max_attempts`` is returned as failed. A failure of the
+        batch request itself (transport, a bad token for the whole batch) raises as :meth:`request` does."""
+        results: list[BatchResult | None] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        attempt = 0
+        while pending:
+            for start in range(0, len(pending), MAX_BATCH):
+                chunk = pending[start : start + MAX_BATCH]
+                sent = [calls[i] for i in chunk]
+                body = self._request("POST", "", data=self._policy.batch_form(sent), carried=len(sent))
+                for i, result in zip(chunk, self._policy.batch_results(sent, body), strict=True):
+                    results[i] = result
+            failed = [r for i in pending if (r := results[i]) is not None]
+            wait = self._policy.batch_retry_wait(failed, attempt) if retry else None
+            if wait is None:
+                break
+            pending = [i for i in pending if (r := results[i]) is not None and r.error and r.error.retryable]
+            self._pause(max(0.0, wait - self._policy.pause_before_call()))  # _request adds the pacing
+            attempt += 1
+        return [r for r in results if r is not None]
 
     def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[JSON]:
         """Every item of ``data`` across pages, following ``paging.next`` until it is absent."""
@@ -217,8 +364,14 @@ class AsyncGraphClient:
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       data: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True) -> JSON:
         """One call; with ``retry=False`` the first error is raised (callers that keep their own queue)."""
+        return await self._request(method, path, params=params, data=data, json=json, retry=retry)
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                       data: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True,
+                       carried: int = 0) -> JSON:
         attempt = 0
         pause = self._policy.pause_before_call()
+        weight = {"graph_requests": carried or 1, "batch": carried > 0}
         while True:
             if pause > 0:
                 self.stats.paused_seconds += pause
@@ -227,13 +380,13 @@ class AsyncGraphClient:
                 response = await self._http.request(method, self._policy.url(path), params=params, data=data,
                                                     json=json)
                 body = self._policy.check(response)
-                self.stats.record(retried=attempt > 0)
+                self.stats.record(retried=attempt > 0, **weight)
                 return body
             except httpx.TransportError as exc:
                 error: GraphAPIError = GraphTransportError(f"{type(exc).__name__}: {exc}")
             except GraphAPIError as exc:
                 error = exc
-            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED)
+            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)
             wait = self._policy.wait_after(error, attempt) if retry else None
             if wait is None:
                 raise error
@@ -246,6 +399,30 @@ class AsyncGraphClient:
     async def post(self, path: str, *, json: Any = None, data: Mapping[str, Any] | None = None,
                    retry: bool = True) -> JSON:
         return await self.request("POST", path, json=json, data=data, retry=retry)
+
+    async def batch(self, calls: Sequence[BatchCall], *, retry: bool = True) -> list[BatchResult]:
+        """:meth:`GraphClient.batch` for asyncio callers."""
+        results: list[BatchResult | None] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        attempt = 0
+        while pending:
+            for start in range(0, len(pending), MAX_BATCH):
+                chunk = pending[start : start + MAX_BATCH]
+                sent = [calls[i] for i in chunk]
+                body = await self._request("POST", "", data=self._policy.batch_form(sent), carried=len(sent))
+                for i, result in zip(chunk, self._policy.batch_results(sent, body), strict=True):
+                    results[i] = result
+            failed = [r for i in pending if (r := results[i]) is not None]
+            wait = self._policy.batch_retry_wait(failed, attempt) if retry else None
+            if wait is None:
+                break
+            pending = [i for i in pending if (r := results[i]) is not None and r.error and r.error.retryable]
+            wait = max(0.0, wait - self._policy.pause_before_call())  # _request adds the pacing
+            if wait > 0:
+                self.stats.paused_seconds += wait
+                await asyncio.sleep(wait)
+            attempt += 1
+        return [r for r in results if r is not None]
 
     async def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> AsyncIterator[JSON]:
         body = await self.request("GET", path, params=params)

@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from everreach_data.meta.client import GraphClient
+from everreach_data.meta.client import BatchCall, GraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 
 LEVELS = ("campaign", "adset", "ad")
@@ -273,13 +273,20 @@ class ReportRequest:
         return f"{self.account_id} level {self.level} {self.since}..{self.until}{ids}"
 
 
+#: One report run covers up to this many days: as many as one backfill run of the asset (its
+#: BackfillPolicy), so a 90-day backfill is one report run per level and account. Meta's only limit is
+#: the data per run ("reduce the amount of data"), which splits the range when it bites.
+CHUNK_DAYS = 92
+
+
 @dataclass
 class InsightsOptions:
-    """How to read. ``chunk_days`` caps one report run's date range (Meta may still ask for less)."""
+    """How to read. ``chunk_days`` caps one report run's date range (Meta may still ask for less);
+    ``max_in_flight`` caps report runs started and not yet finished (Airbyte allows 100; one batch is 50)."""
 
-    chunk_days: int = 31
+    chunk_days: int = CHUNK_DAYS
     page_size: int = 5000
-    max_in_flight: int = 6
+    max_in_flight: int = 50
     poll_initial_seconds: float = 1.0
     poll_factor: float = 1.5
     poll_max_seconds: float = 30.0
@@ -297,11 +304,21 @@ class _Job:
 
 
 @dataclass
+class _Reading:
+    """A finished run being paged: the next page's cursor and size."""
+
+    job: _Job
+    limit: int
+    after: str | None = None
+
+
+@dataclass
 class ReadStats:
     report_runs: int = 0
     polls: int = 0
     pages: int = 0
     splits: int = 0
+    failed_runs: int = 0  # runs Meta reported "Job Failed"/"Job Skipped" (retried once, then split)
     rows: dict[str, int] = field(default_factory=dict)  # level → rows read
 
 
@@ -438,8 +455,10 @@ class InsightsReader:
             "use_unified_attribution_setting": "true",
         }
 
-    def _start(self, request: ReportRequest) -> _Job:
-        body = self.client.post(f"{request.account_id}/insights", data=self._params(request))
+    def _start_call(self, request: ReportRequest) -> BatchCall:
+        return BatchCall("POST", f"{request.account_id}/insights", self._params(request))
+
+    def _started(self, request: ReportRequest, body: Mapping[str, Any]) -> _Job:
         run_id = body.get("report_run_id") or body.get("id")
         if not run_id:
             raise InsightsError(f"Meta started no report run for {request.describe()}: {body}")
@@ -453,84 +472,118 @@ class InsightsReader:
             self.options.poll_initial_seconds,
         )
 
-    def _pages(self, job: _Job) -> Iterator[dict[str, Any]]:
-        """The finished run's rows, page by page; a page Meta finds too large is asked again at half size."""
-        limit = self.options.page_size
-        params: dict[str, Any] = {"limit": limit}
-        while True:
-            try:
-                body = self.client.get(f"{job.run_id}/insights", **params)
-            except GraphAPIError as exc:
-                if exc.kind is ErrorKind.TOO_MUCH_DATA and limit > 1:
-                    limit = max(1, limit // 2)
-                    params["limit"] = limit
-                    continue
-                raise
-            self.stats.pages += 1
-            yield from body.get("data") or []
-            paging = body.get("paging") or {}
-            after = (paging.get("cursors") or {}).get("after")
-            if not paging.get("next") or not after:
-                return
-            params = {"limit": limit, "after": after}
+    @staticmethod
+    def _poll_call(job: _Job) -> BatchCall:
+        return BatchCall("GET", job.run_id, {"fields": "async_status,async_percent_completion"})
+
+    @staticmethod
+    def _page_call(reading: _Reading) -> BatchCall:
+        params: dict[str, Any] = {"limit": reading.limit}
+        if reading.after:
+            params["after"] = reading.after
+        return BatchCall("GET", f"{reading.job.run_id}/insights", params)
+
+    def _parse(self, job: _Job, raws: Iterable[Mapping[str, Any]]) -> Iterator[InsightRow]:
+        for raw in raws:
+            row = parse_row(
+                raw,
+                account_id=job.request.account_id,
+                level=job.request.level,
+                action_types=self.options.action_types,
+            )
+            self.stats.rows[row.level] = self.stats.rows.get(row.level, 0) + 1
+            yield row
 
     # ── the loop ──
 
     def read(
         self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date
     ) -> Iterator[InsightRow]:
-        """Every row for the accounts × levels × days, as report runs finish (not in date order)."""
+        """Every row for the accounts × levels × days, as report runs finish (not in date order).
+
+        Each round is one batch (:meth:`GraphClient.batch`, 50 calls per HTTP request): start the queued
+        report runs, poll the runs that are due, and fetch the next page of every finished run. A round
+        with nothing but polls to send first sleeps until the earliest is due, and takes along every run
+        due within half its delay, so runs started together are polled together."""
         queue: deque[ReportRequest] = deque(self.plan(accounts, levels, since, until))
         in_flight: list[_Job] = []
+        reading: list[_Reading] = []
         opts = self.options
-        while queue or in_flight:
-            while queue and len(in_flight) < opts.max_in_flight:
-                request = queue.popleft()
-                try:
-                    in_flight.append(self._start(request))
-                except GraphAPIError as exc:
-                    if exc.kind is not ErrorKind.TOO_MUCH_DATA:
-                        raise permanent_error(exc, request) from exc
-                    queue.extendleft(reversed(self.split(request, exc)))
-            if not in_flight:
-                continue
-            job = min(in_flight, key=lambda j: j.next_poll)
-            wait = job.next_poll - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-            try:
-                status = self.client.get(job.run_id, fields="async_status,async_percent_completion")
-            except GraphAPIError as exc:
-                raise permanent_error(exc, job.request) from exc
-            self.stats.polls += 1
-            state = status.get("async_status")
-            if state == DONE:
-                in_flight.remove(job)
-                try:
-                    for raw in self._pages(job):
-                        row = parse_row(
-                            raw,
-                            account_id=job.request.account_id,
-                            level=job.request.level,
-                            action_types=opts.action_types,
-                        )
-                        self.stats.rows[row.level] = self.stats.rows.get(row.level, 0) + 1
-                        yield row
-                except GraphAPIError as exc:
-                    raise permanent_error(exc, job.request) from exc
-            elif state in FAILED:
-                in_flight.remove(job)
-                # Meta fails too-large jobs as often as it refuses them up front: retry once, then split.
-                if job.request.attempt == 0:
-                    queue.appendleft(replace(job.request, attempt=1))
-                else:
-                    queue.extendleft(reversed(self.split(job.request, f"report run {job.run_id} {state}")))
-            elif self._clock() - job.started > opts.job_timeout_seconds:
-                raise InsightsError(
-                    f"report run {job.run_id} for {job.request.describe()} did not finish in "
-                    f"{opts.job_timeout_seconds:.0f}s (last status {state!r}, "
-                    f"{status.get('async_percent_completion')}%)"
-                )
+        while queue or in_flight or reading:
+            starts = [queue.popleft() for _ in range(min(len(queue), opts.max_in_flight - len(in_flight)))]
+            if not starts and not reading:
+                wait = min(j.next_poll for j in in_flight) - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+                now = self._clock()
+                due = [j for j in in_flight if j.next_poll <= now + j.delay / 2]
             else:
-                job.delay = min(opts.poll_max_seconds, job.delay * opts.poll_factor)
-                job.next_poll = self._clock() + job.delay
+                now = self._clock()
+                due = [j for j in in_flight if j.next_poll <= now]
+            calls = (
+                [self._start_call(r) for r in starts]
+                + [self._poll_call(j) for j in due]
+                + [self._page_call(r) for r in reading]
+            )
+            try:
+                results = iter(self.client.batch(calls))
+            except GraphAPIError as exc:  # the batch itself refused (a bad token) or never answered
+                first = (starts or [j.request for j in due] or [r.job.request for r in reading])[0]
+                raise permanent_error(exc, first) from exc
+            for request, result in zip(starts, results):
+                if result.error is None:
+                    in_flight.append(self._started(request, result.body or {}))
+                elif result.error.kind is ErrorKind.TOO_MUCH_DATA:
+                    queue.extendleft(reversed(self.split(request, result.error)))
+                else:
+                    raise permanent_error(result.error, request) from result.error
+            for job, result in zip(due, results):
+                if result.error is not None:
+                    raise permanent_error(result.error, job.request) from result.error
+                self.stats.polls += 1
+                self._polled(job, result.body or {}, in_flight, reading, queue)
+            for current, result in zip(list(reading), results):
+                if result.error is not None:
+                    if result.error.kind is ErrorKind.TOO_MUCH_DATA and current.limit > 1:
+                        current.limit = max(1, current.limit // 2)  # a page too large: ask again, smaller
+                        continue
+                    raise permanent_error(result.error, current.job.request) from result.error
+                body = result.body or {}
+                self.stats.pages += 1
+                paging = body.get("paging") or {}
+                current.after = (paging.get("cursors") or {}).get("after")
+                if not paging.get("next") or not current.after:
+                    reading.remove(current)
+                yield from self._parse(current.job, body.get("data") or [])
+
+    def _polled(
+        self,
+        job: _Job,
+        status: Mapping[str, Any],
+        in_flight: list[_Job],
+        reading: list[_Reading],
+        queue: deque[ReportRequest],
+    ) -> None:
+        """Act on one run's status: read it, retry or split it, give up on it, or poll it again later."""
+        opts = self.options
+        state = status.get("async_status")
+        if state == DONE:
+            in_flight.remove(job)
+            reading.append(_Reading(job, opts.page_size))
+        elif state in FAILED:
+            in_flight.remove(job)
+            self.stats.failed_runs += 1
+            # Meta fails too-large jobs as often as it refuses them up front: retry once, then split.
+            if job.request.attempt == 0:
+                queue.appendleft(replace(job.request, attempt=1))
+            else:
+                queue.extendleft(reversed(self.split(job.request, f"report run {job.run_id} {state}")))
+        elif self._clock() - job.started > opts.job_timeout_seconds:
+            raise InsightsError(
+                f"report run {job.run_id} for {job.request.describe()} did not finish in "
+                f"{opts.job_timeout_seconds:.0f}s (last status {state!r}, "
+                f"{status.get('async_percent_completion')}%)"
+            )
+        else:
+            job.delay = min(opts.poll_max_seconds, job.delay * opts.poll_factor)
+            job.next_poll = self._clock() + job.delay

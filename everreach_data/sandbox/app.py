@@ -2,6 +2,14 @@
 checks, usage headers, throttling and injected faults applied on the way; ``/_sandbox/*`` lets tests and
 the CLI steer it (faults, latency, limits, tokens, restatements, counters).
 
+Batch requests (developers.facebook.com/docs/graph-api/batch-requests): ``POST /`` or ``POST /{version}/``
+with ``batch=[{"method", "relative_url", "body"}, …]`` (at most 50; ``include_headers`` default true) answer
+a JSON array of ``{"code", "headers": [{"name", "value"}], "body": "<json string>"}``, ``null`` for an item
+not run. Each item goes through the same dispatch as a plain request — token check (the item's
+``access_token``, else the batch's), app usage and the surface's usage charged per item, as Meta counts
+each, and the fault queue matched against the item's path — so one item's error never fails the others.
+``name``/``depends_on`` (JSONPath dependencies) and ``omit_response_on_success`` are not simulated.
+
 Faults are applied by :class:`FaultInjector`, a raw ASGI wrapper outside Starlette, because a dropped
 connection has to close the socket itself (uvicorn would otherwise answer a crashed app with a 500).
 """
@@ -12,7 +20,7 @@ import asyncio
 import json
 import re
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,6 +42,74 @@ from everreach_data.sandbox.core import (
 )
 
 VERSION = re.compile(r"^v\d+\.\d+$")
+DEFAULT_VERSION = "v24.0"  # what Meta applies to an unversioned call (the app's default API version)
+MAX_BATCH = 50  # Meta's limit of requests in one batch
+BATCH_METHODS = ("GET", "POST", "DELETE")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request of a batch: ``relative_url`` split into version (optional), node, edge and query; a
+    POST's form-encoded ``body`` merged into the parameters (the query wins, as for plain requests)."""
+
+    method: str
+    version: str | None
+    node: str
+    edge: str | None
+    query: str
+    params: dict[str, Any]
+
+
+def parse_batch(raw: Any) -> list[BatchItem]:
+    """The ``batch`` parameter (a JSON array, form field or JSON body) as items; Meta's 100 errors else."""
+    if raw is None or raw == "":
+        raise GraphError(100, "(#100) The parameter batch is required", type="OAuthException")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise GraphError(
+                100, "(#100) param batch must be a JSON-encoded array", type="OAuthException"
+            ) from exc
+    if not isinstance(raw, list) or not raw:
+        raise GraphError(
+            100, "(#100) param batch must be a non-empty array of requests", type="OAuthException"
+        )
+    if len(raw) > MAX_BATCH:
+        raise GraphError(
+            100,
+            f"(#100) Too many requests in batch message. Maximum batch size is {MAX_BATCH}",
+            type="OAuthException",
+        )
+    return [_batch_item(i, spec) for i, spec in enumerate(raw)]
+
+
+def _batch_item(index: int, spec: Any) -> BatchItem:
+    def bad(why: str) -> GraphError:
+        return GraphError(100, f"(#100) batch[{index}]: {why}", type="OAuthException")
+
+    if not isinstance(spec, dict):
+        raise bad("each request must be an object with method and relative_url")
+    method = str(spec.get("method") or "GET").upper()
+    if method not in BATCH_METHODS:
+        raise bad(f"method must be one of {', '.join(BATCH_METHODS)}, not {method!r}")
+    relative = spec.get("relative_url")
+    if not isinstance(relative, str) or not relative.strip("/"):
+        raise bad("relative_url is required")
+    path, _, query = relative.strip().lstrip("/").partition("?")
+    parts = [p for p in path.split("/") if p]
+    version = parts.pop(0) if parts and VERSION.match(parts[0]) else None
+    if not parts or len(parts) > 2:
+        raise bad(f"relative_url {relative!r} must name a node and at most one edge")
+    params: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    body = spec.get("body")
+    if isinstance(body, str):
+        params.update({k: v for k, v in parse_qsl(body, keep_blank_values=True) if k not in params})
+    elif isinstance(body, dict):
+        params.update({k: v for k, v in body.items() if k not in params})
+    elif body is not None:
+        raise bad("body must be a form-encoded string")
+    return BatchItem(method, version, parts[0], parts[1] if len(parts) > 1 else None, query, params)
 
 
 def _token_from(request: Request, params: dict[str, Any]) -> str | None:
@@ -159,18 +235,24 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
         control_routes += surface.control_routes
         surface.populate(state)
 
-    async def graph(request: Request) -> Response:
-        version = request.path_params["version"]
-        node_id = request.path_params["node"]
-        edge = request.path_params.get("edge")
+    async def dispatch(
+        request: Request,
+        version: str,
+        node_id: str,
+        edge: str | None,
+        params: dict[str, Any],
+        body: Any,
+        token_value: str | None,
+    ) -> Response:
+        """One Graph call through the whole handler path: version, token, app usage, node, handler. Plain
+        requests and each item of a batch come through here, so both are checked and counted alike."""
         state.count("requests")
         headers = {"facebook-api-version": version}
         req: GraphRequest | None = None
         try:
             if not VERSION.match(version):
                 raise GraphError(2500, f"Unknown path components: /{version}", type="OAuthException")
-            params, body = await _params(request)
-            token = check_token(state, _token_from(request, params))
+            token = check_token(state, token_value)
             headers.update(charge_app(state, token))
             if node_id == "me" and token.profile_id:
                 node_id = token.profile_id
@@ -205,6 +287,102 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
             return result
         headers["x-fb-trace-id"] = fbtrace_id()
         return JSONResponse(result, headers=headers)
+
+    async def graph(request: Request) -> Response:
+        try:
+            params, body = await _params(request)
+        except GraphError as exc:
+            state.count("requests")
+            state.count(f"error.{exc.code}")
+            return exc.response({"facebook-api-version": request.path_params["version"]})
+        return await dispatch(
+            request,
+            request.path_params["version"],
+            request.path_params["node"],
+            request.path_params.get("edge"),
+            params,
+            body,
+            _token_from(request, params),
+        )
+
+    async def batch(request: Request) -> Response:
+        """``POST /`` or ``POST /{version}/`` with ``batch=[{"method", "relative_url", "body"}, …]``."""
+        version = request.path_params.get("version", DEFAULT_VERSION)
+        try:
+            params, _ = await _params(request)
+            items = parse_batch(params.get("batch"))
+            fallback = _token_from(request, params)
+            if fallback is not None:
+                check_token(state, fallback)  # a bad top-level token fails the whole batch, as at Meta
+        except GraphError as exc:
+            state.count("batch.rejected")
+            return exc.response({"facebook-api-version": version})
+        state.count("batch.requests")
+        include_headers = str(params.get("include_headers", "true")).lower() != "false"
+        answers: list[dict[str, Any] | None] = []
+        for item in items:
+            state.count("batch.items")
+            answers.append(await run_item(request, version, item, fallback, include_headers))
+        last_app_usage = next(
+            (
+                h["value"]
+                for a in reversed(answers)
+                if a
+                for h in a.get("headers", ())
+                if h["name"] == "x-app-usage"
+            ),
+            None,
+        )
+        out = {"facebook-api-version": version, "x-fb-trace-id": fbtrace_id()}
+        if last_app_usage:
+            out["x-app-usage"] = last_app_usage
+        return JSONResponse(answers, headers=out)
+
+    async def run_item(
+        request: Request, version: str, item: BatchItem, fallback: str | None, include_headers: bool
+    ) -> dict[str, Any] | None:
+        """One batch item as Meta answers it: ``{"code", "headers", "body": "<json>"}``; ``None`` when it
+        was not run (Meta's answer for items a timed-out batch never reached; here: an injected drop)."""
+        item_version, node_id, edge = item.version or version, item.node, item.edge
+        path = f"/{item_version}/{node_id}" + (f"/{edge}" if edge else "")
+        with state.lock:
+            fault = state.faults.take(path)
+            if fault is None and state.faults.drop_rate and state.rng.random() < state.faults.drop_rate:
+                fault = Fault(kind="drop")
+            if fault is None and state.faults.error_rate and state.rng.random() < state.faults.error_rate:
+                fault = Fault(kind="status")
+        if fault is not None:
+            state.count(f"fault.{fault.kind}")
+            if fault.kind in ("drop", "timeout"):
+                return None
+            response: Response = GraphError(
+                fault.code,
+                fault.message,
+                subcode=fault.subcode if fault.kind == "graph" else None,
+                status=fault.status,
+                is_transient=fault.kind == "status",
+                type="OAuthException",
+            ).response({"facebook-api-version": item_version})
+        else:
+            scope = {
+                **request.scope,
+                "method": item.method,
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": item.query.encode(),
+                "path_params": {},
+            }
+            sub = Request(scope)
+            token = str(item.params.get("access_token") or "") or fallback
+            response = await dispatch(sub, item_version, node_id, edge, item.params, None, token)
+            if response.background is not None:
+                await response.background()
+        answer: dict[str, Any] = {"code": response.status_code, "body": bytes(response.body).decode()}
+        if include_headers:
+            answer["headers"] = [
+                {"name": k, "value": v} for k, v in response.headers.items() if k.lower() != "content-length"
+            ]
+        return answer
 
     async def control_faults(request: Request) -> JSONResponse:
         """POST {"latency_ms": [lo, hi] | n, "error_rate": 0.1, "drop_rate": 0.1, "clear": true,
@@ -283,6 +461,8 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
         Route("/_sandbox/restate", control_restate, methods=["POST"]),
         Route("/_sandbox/stats", control_stats, methods=["GET"]),
         *control_routes,
+        Route("/", batch, methods=["POST"]),
+        Route("/{version}/", batch, methods=["POST"]),
         Route("/{version}/{node}", graph, methods=["GET", "POST", "DELETE"]),
         Route("/{version}/{node}/{edge}", graph, methods=["GET", "POST", "DELETE"]),
     ]

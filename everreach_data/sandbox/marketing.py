@@ -15,8 +15,9 @@ Meta's limits: too many rows for one request (sync: code 1 "Please reduce the am
 
 Throttling and restatement are the framework's (``charge_ads_call``, ``state.restate`` /
 ``POST /_sandbox/restate``: a restated day's numbers change). Control routes (``/_sandbox/marketing/…``):
-``accounts`` (add an account of any size, e.g. the ~200 campaign / ~1000 ad benchmark account) and
-``limits`` (:class:`InsightLimits`).
+``accounts`` (add an account of any size, e.g. the ~200 campaign / ~1000 ad benchmark account),
+``limits`` (:class:`InsightLimits`; ``max_job_rows`` fails every larger run) and ``fail-jobs`` (the next n
+report runs end ``"Job Failed"`` with Meta's ``error_code``/``error_message`` fields).
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class InsightLimits:
     max_page_size: int = 5000  # larger `limit`s are silently capped, as Meta does
     job_seconds: float = 0.2  # how long an async job runs (plus job_seconds_per_row per row)
     job_seconds_per_row: float = 2e-6
+    max_job_rows: int = 0  # async: a run with more rows ends "Job Failed" (0 = never), as too-large jobs do
 
 
 @dataclass
@@ -168,6 +170,9 @@ class World:
     accounts: dict[str, Account] = field(default_factory=dict)
     limits: InsightLimits = field(default_factory=InsightLimits)
     next_run_id: int = 6_023_920_149_050
+    fail_next_jobs: int = (
+        0  # the next N report runs started end "Job Failed" (POST /_sandbox/marketing/fail-jobs)
+    )
     statuses_served: list[tuple[str, str, int]] = field(default_factory=list)  # (run id, status, percent)
 
 
@@ -620,6 +625,8 @@ async def start_report(req: GraphRequest) -> dict[str, Any]:
         run_id = str(w.next_run_id)
         w.next_run_id += 1
         duration = w.limits.job_seconds + w.limits.job_seconds_per_row * len(report.keys)
+        fails = w.fail_next_jobs > 0 or 0 < w.limits.max_job_rows < len(report.keys)
+        w.fail_next_jobs = max(0, w.fail_next_jobs - 1)
         req.state.add(
             Node(
                 run_id,
@@ -629,6 +636,7 @@ async def start_report(req: GraphRequest) -> dict[str, Any]:
                     "created": time.monotonic(),
                     "time_ref": int(time.time()),
                     "duration": duration,
+                    "fails": fails,
                 },
             )
         )
@@ -640,7 +648,7 @@ def _status(node: Node) -> tuple[str, int]:
     elapsed = time.monotonic() - node.data["created"]
     duration = node.data["duration"]
     if elapsed >= duration:
-        return "Job Completed", 100
+        return ("Job Failed", 0) if node.data.get("fails") else ("Job Completed", 100)
     if elapsed < duration * 0.25:
         return "Job Not Started", 0
     return "Job Running", max(1, min(99, int(100 * elapsed / duration)))
@@ -665,6 +673,13 @@ async def report_status(req: GraphRequest) -> dict[str, Any]:
     }
     if status == "Job Completed":
         body["time_completed"] = req.node.data["time_ref"] + max(1, int(req.node.data["duration"]))
+    elif status == "Job Failed":
+        body.update(
+            error_code=2,
+            error_message="An unexpected error has occurred. Please retry your request later.",
+            error_user_title="Report failed",
+            error_user_msg="The report could not be completed. Try again, or ask for less data.",
+        )
     return body
 
 
@@ -708,6 +723,18 @@ async def control_accounts(request: Request) -> JSONResponse:
     )
 
 
+async def control_fail_jobs(request: Request) -> JSONResponse:
+    """POST {"times": n}: the next n report runs started end "Job Failed" (Meta's transient job failure)."""
+    body = await request.json() if await request.body() else {}
+    times = body.get("times", 1)
+    if not isinstance(times, int) or times < 0:
+        return JSONResponse({"error": "times must be a non-negative integer"}, status_code=400)
+    state = _state(request)
+    with state.lock:
+        world(state).fail_next_jobs = times
+    return JSONResponse({"ok": True, "fail_next_jobs": times})
+
+
 async def control_limits(request: Request) -> JSONResponse:
     """POST any of the :class:`InsightLimits` fields."""
     body = await request.json()
@@ -722,4 +749,5 @@ async def control_limits(request: Request) -> JSONResponse:
 surface.control_routes = [
     Route("/_sandbox/marketing/accounts", control_accounts, methods=["POST"]),
     Route("/_sandbox/marketing/limits", control_limits, methods=["POST"]),
+    Route("/_sandbox/marketing/fail-jobs", control_fail_jobs, methods=["POST"]),
 ]

@@ -6,6 +6,7 @@ import json
 import time
 from datetime import date
 
+import httpx
 import pytest
 
 from everreach_data.assets.ads import sync_ad_performance
@@ -144,8 +145,9 @@ def test_too_much_data_is_split_and_completes(db, db_url):
 
 @pytest.mark.parametrize("limit", ["ad_account_calls", "user_calls"])
 def test_throttling_slows_the_run_but_it_completes(db, db_url, limit):
-    """ad_account_calls: reported in x-ad-account-usage, so the client slows down before Meta refuses.
-    user_calls: not in any header, so Meta answers 17/2446079 and the client waits and retries."""
+    """ad_account_calls: reported in x-ad-account-usage (read from every batch item), so the client paces
+    its batches by it. user_calls: not in any header, so Meta answers 17/2446079 and the client waits and
+    retries the refused items."""
     with sandbox() as (state, base), client(base) as c:
         setattr(state.limits, limit, 6)
         state.limits.window_seconds = 1.0
@@ -160,12 +162,15 @@ def test_throttling_slows_the_run_but_it_completes(db, db_url, limit):
             options=fast_options(page_size=20),
         )
         elapsed = time.monotonic() - started
-    assert result.api_calls > 12 and elapsed > 1.0  # more calls than two windows allow: it had to wait
+    # Meta counts every call of a batch: more calls than two windows allow, so it had to wait
+    assert result.graph_requests > 12 and elapsed > 1.0
     assert result.paused_seconds > 0
+    throttled = state.counters.get(f"throttled.{limit.removesuffix('_calls')}", 0)
     if limit == "ad_account_calls":
-        assert state.counters.get("throttled.ad_account", 0) == 0
+        # x-ad-account-usage paces the batches; calls refused inside one batch are sent again later
+        assert result.throttled_calls == throttled
     else:
-        assert state.counters.get("throttled.user", 0) >= 1 and result.throttled_calls >= 1
+        assert throttled >= 1 and result.throttled_calls >= 1
     for level in LEVELS:
         assert level_totals(db, level)["n"] == expected(state, PRIMARY, level, SINCE, UNTIL).rows
 
@@ -215,4 +220,50 @@ def test_bad_field_and_missing_permission_fail_clearly(db, db_url):
             }
             with pytest.raises(InsightsError, match="not_a_field"):
                 list(reader.read([PRIMARY], ["ad"], SINCE, UNTIL))
+    assert db.execute("SELECT count(*) AS n FROM ad_performance").fetchone()["n"] == 0
+
+
+def test_a_failed_report_run_is_restarted_once(db, db_url):
+    """Meta's "Job Failed" for a run that can succeed: restarted once (Airbyte's rule), no split."""
+    with sandbox() as (state, base), client(base) as c:
+        assert httpx.post(f"{base}/_sandbox/marketing/fail-jobs", json={"times": 1}).status_code == 200
+        result = sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=LEVELS, since=SINCE, until=UNTIL, options=fast_options()
+        )
+    assert result.failed_runs == 1 and result.splits == 0
+    assert result.report_runs == len(LEVELS) + 1  # the failed run started again, once
+    for level in LEVELS:
+        want = expected(state, PRIMARY, level, SINCE, UNTIL)
+        assert (level_totals(db, level)["n"], result.rows_per_level[level]) == (want.rows, want.rows)
+
+
+def test_a_run_that_fails_again_is_split_until_it_completes(db, db_url):
+    """A run too large to finish fails every time: restarted once, then split (days, then campaigns)."""
+    with sandbox() as (state, base), client(base) as c:
+        httpx.post(f"{base}/_sandbox/marketing/limits", json={"max_job_rows": 40}).raise_for_status()
+        result = sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=["ad"], since=SINCE, until=UNTIL, options=fast_options()
+        )
+    want = expected(state, PRIMARY, "ad", SINCE, UNTIL)
+    assert want.rows > 40  # the whole range is one run too large for the sandbox to finish
+    got = level_totals(db, "ad")
+    assert (got["n"], cents(got["spend"])) == (want.rows, want.spend_cents)
+    assert result.splits >= 1 and result.failed_runs >= 2 * result.splits  # each split came after 2 failures
+    statuses = marketing.world(state).statuses_served
+    assert sum(1 for _, s, _ in statuses if s == "Job Failed") == result.failed_runs
+
+
+def test_a_run_that_fails_at_one_day_of_one_campaign_stops_clearly(db, db_url):
+    with sandbox() as (state, base), client(base) as c:
+        marketing.world(state).limits.max_job_rows = 1  # nothing with more than one row can finish
+        with pytest.raises(InsightsError, match="one day of one campaign is too much data"):
+            sync_ad_performance(
+                db_url,
+                c,
+                accounts=[PRIMARY],
+                levels=["ad"],
+                since=SINCE,
+                until=SINCE,
+                options=fast_options(),
+            )
     assert db.execute("SELECT count(*) AS n FROM ad_performance").fetchone()["n"] == 0
