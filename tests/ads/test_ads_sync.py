@@ -267,3 +267,17 @@ def test_a_run_that_fails_at_one_day_of_one_campaign_stops_clearly(db, db_url):
                 options=fast_options(),
             )
     assert db.execute("SELECT count(*) AS n FROM ad_performance").fetchone()["n"] == 0
+
+
+def test_a_backfill_batch_is_one_report_run_per_level_and_account():
+    from datetime import timedelta
+
+    from everreach_data.assets.ads import DAYS_PER_RUN
+    from everreach_data.meta.insights import InsightsReader
+
+    reader = InsightsReader(None, fast_options())  # planning makes no calls
+    start = date(2026, 1, 1)
+    plan = reader.plan([PRIMARY, SECOND], LEVELS, start, start + timedelta(days=DAYS_PER_RUN - 1))
+    assert len(plan) == 2 * len(LEVELS) and {r.days for r in plan} == {DAYS_PER_RUN}
+    longer = reader.plan([PRIMARY], ["ad"], start, start + timedelta(days=DAYS_PER_RUN))
+    assert [r.days for r in longer] == [DAYS_PER_RUN, 1]
