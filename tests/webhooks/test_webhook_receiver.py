@@ -84,6 +84,12 @@ def test_signature_prefix_is_case_insensitive_hex(receiver, db):
     (b"[1, 2]", "JSON object"),
     (b'{"entry": []}', "object"),
     (b'{"object": "page", "entry": [{"id": "\\u0000"}]}', "cannot be stored"),
+    (b'{"object": "page", "entry": [{"id": "\\ud800"}]}', "cannot be stored"),
+    (b"[" * 30_000 + b"]" * 30_000, "cannot be stored"),
+    (b"", "not valid JSON"),
+    (b"null", "JSON object"),
+    (b'{"object": ""}', "object"),
+    (b'{"object": 5}', "object"),
 ])
 def test_bad_bodies_get_400_naming_the_problem(receiver, db, body, message):
     response = post(receiver, body)
@@ -124,6 +130,17 @@ def test_concurrent_posts_all_stored_each_acknowledged_after_commit(receiver, db
     assert codes == [200] * 200
     stored = {bytes(r["body_sha256"]) for r in rows(db)}
     assert stored == {hashlib.sha256(b).digest() for b in bodies}
+
+
+def test_bad_bodies_in_a_shared_commit_fail_alone(receiver, db):
+    """Bodies share INSERTs under load: one Postgres refuses must cost only its own request."""
+    good = [p.raw({**p.WHATSAPP_TEXT, "n": i}) for i in range(120)]
+    bad = [b"{not json", b"[1]", b'{"object": "page", "x": "\\u0000"}', b'{"entry": []}'] * 10
+    mixed = [b for pair in zip(good, bad + [None] * len(good)) for b in pair if b is not None]
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        codes = dict(zip(mixed, pool.map(lambda b: post(receiver, b).status_code, mixed)))
+    assert [codes[b] for b in good] == [200] * len(good) and {codes[b] for b in bad} == {400}
+    assert {bytes(r["body_sha256"]) for r in rows(db)} == {hashlib.sha256(b).digest() for b in good}
 
 
 def test_database_restart_during_intake_loses_no_acknowledged_event(settings, db_url, pg_server):
