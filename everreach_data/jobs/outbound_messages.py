@@ -49,7 +49,7 @@ TOKENS = {"messenger": ("MESSENGER_PAGE_TOKEN",), "instagram": ("INSTAGRAM_PAGE_
 class SendConfig:
     whatsapp_messages_per_second: float = 80.0
     page_sends_per_second: float = 250.0
-    headroom: float = 0.97                # aim this fraction of each limit
+    headroom: float = 0.98                # aim this fraction of each limit
     pair_burst: int = 45
     pair_interval_seconds: float = 6.0
     pair_hold_seconds: float = 2.0        # a pair wait longer than this releases the job to the queue
@@ -96,24 +96,27 @@ class DrainReport:
 
 
 class Pacer:
-    """Evenly spaced send slots at ``rate``/s with no burst credit, plus a sliding one-second gate checked
+    """Evenly spaced send slots at ``rate``/s with no credit for idle time, plus a sliding one-second gate checked
     at the moment of sending: tasks that wake late together (a busy event loop) cannot fire more than
     ``rate`` in any second. A throttle answer from Meta slows the channel down a little (AIMD-style)."""
 
-    CATCH_UP = 0.1   # seconds of slots a late scheduler may still use (the gate bounds the burst)
+    CATCH_UP = 0.5   # seconds of slots a late scheduler may still use (the gate bounds the burst)
 
     def __init__(self, rate: float) -> None:
         self.base = self.rate = rate
         self.floor = rate * 0.8
         self.interval = 1.0 / rate
-        self.next_slot = 0.0
+        self.next_slot: float | None = None     # no credit from before the run started
         self.fired: deque[float] = deque()
 
     def ready(self, now: float, horizon: float) -> bool:
-        return max(self.next_slot, now) < now + horizon
+        return self.next_slot is None or max(self.next_slot, now) < now + horizon
 
     def take(self, now: float) -> float:
-        slot = max(self.next_slot, now - self.CATCH_UP)
+        if self.next_slot is None or self.next_slot < now - self.CATCH_UP:
+            slot = now                 # idle or just started: no credit
+        else:
+            slot = self.next_slot      # on time, or a late scheduler using slots missed in the last CATCH_UP s
         self.next_slot = slot + self.interval
         return slot
 
@@ -124,7 +127,7 @@ class Pacer:
     def throttled(self, now: float, pause: float = 0.25) -> None:
         """Multiplicative decrease on a throttle answer, plus a short pause."""
         self._set(self.rate * 0.99)
-        self.next_slot = max(self.next_slot, now + pause)
+        self.next_slot = max(self.next_slot or now, now + pause)
 
     def succeeded(self) -> None:
         """Additive increase back towards the configured rate."""
