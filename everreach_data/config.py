@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     JWT_SECRET: SecretStr | None = None
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
+    DAGSTER_PG_URL: SecretStr | None = None   # Dagster's storage; unset: its own database beside the app's
     META_GRAPH_URL: str = "https://graph.facebook.com"
     META_API_VERSION: str = "v24.0"
     EVERREACH_HOME: Path = PROJECT_ROOT / ".everreach"

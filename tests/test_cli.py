@@ -77,3 +77,22 @@ def test_embedded_postgres_keeps_data_across_a_restart(tmp_path: Path):
             assert conn.execute("SELECT v FROM kept").fetchone() == ("still here",)
     finally:
         server.stop()
+
+
+def test_dagster_storage_gets_its_own_database_unless_told_otherwise(tmp_path: Path):
+    from everreach_data.config import Settings
+    from everreach_data.db.connection import database_urls
+
+    os.chmod(tmp_path, 0o755)
+    embedded_app, embedded_dagster = database_urls(Settings(EVERREACH_HOME=tmp_path))  # type: ignore[arg-type]
+    try:
+        assert embedded_app.endswith(f"/everreach?host={tmp_path}/pgdata")
+        assert embedded_dagster.startswith("postgresql+psycopg2://") and "/dagster?" in embedded_dagster
+        # what `dev` hands its children: both URLs, so Dagster stays out of the app's database
+        app, dagster = database_urls(Settings(DATABASE_URL=embedded_app,  # type: ignore[arg-type]
+                                              DAGSTER_PG_URL=embedded_dagster.replace("+psycopg2", "")))
+        assert (app, dagster) == (embedded_app, embedded_dagster)
+        only_app = database_urls(Settings(DATABASE_URL="postgresql://u@h/app"))  # type: ignore[arg-type]
+        assert only_app == ("postgresql://u@h/app", "postgresql+psycopg2://u@h/app")
+    finally:
+        start_embedded(tmp_path).stop()

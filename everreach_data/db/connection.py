@@ -23,12 +23,18 @@ def redact(url: str) -> str:
 
 
 def database_urls(settings: Settings) -> tuple[str, str]:
-    """(app URL, Dagster storage URL). Unset ``DATABASE_URL`` means the embedded server, started here."""
+    """(app URL, Dagster storage URL).
+
+    Unset ``DATABASE_URL`` means the embedded server (started here), with Dagster in its own ``dagster``
+    database. ``DAGSTER_PG_URL`` puts Dagster's storage elsewhere; without it, a given ``DATABASE_URL``
+    holds Dagster's tables too.
+    """
+    dagster = settings.DAGSTER_PG_URL.get_secret_value() if settings.DAGSTER_PG_URL else None
     if settings.DATABASE_URL is not None:
-        url = settings.DATABASE_URL.get_secret_value()
-        return url, sqlalchemy_url(url)
+        app = settings.DATABASE_URL.get_secret_value()
+        return app, sqlalchemy_url(dagster or app)
     embedded = start_embedded(settings.EVERREACH_HOME)
-    return embedded.url(APP_DATABASE), sqlalchemy_url(embedded.url(DAGSTER_DATABASE))
+    return embedded.url(APP_DATABASE), sqlalchemy_url(dagster or embedded.url(DAGSTER_DATABASE))
 
 
 def sqlalchemy_url(url: str) -> str:
