@@ -55,10 +55,10 @@ def test_seed_loads_sample_data_idempotently(db_url):
     assert "3 users, 3 campaigns, 24 user events" in result.stdout
 
 
-def test_dagster_definitions_validate():
+def test_dagster_definitions_validate(db_url):
     result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "DAGSTER_HOME": ""})
+                            env={**os.environ, "DAGSTER_HOME": "", "DATABASE_URL": db_url})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stdout + result.stderr
 
