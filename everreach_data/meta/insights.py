@@ -1,13 +1,17 @@
 """The Marketing API's insights, read the way Meta recommends: async report runs, not one call per day.
 
-For each (ad account, level, date chunk) one ``POST /act_{id}/insights`` starts a report run with
-``time_increment=1`` (a row per object per day); several runs are polled at once with backoff
+For each (ad account, level, date chunk of up to :data:`CHUNK_DAYS`) one ``POST /act_{id}/insights`` starts
+a report run with ``time_increment=1`` (a row per object per day); runs are polled with backoff
 (``GET /{report_run_id}``) and each finished run is paged (``GET /{report_run_id}/insights``, stopping when
-``paging.next`` is absent). A request Meta calls too large ("Please reduce the amount of data", 1/100 with
-subcode 1487534, or a failed job) is split — the date range halved first, then the campaign ids — and a page
-that is too large is fetched again at half the page size. Throttling is the client's (usage headers,
-``estimated_time_to_regain_access``, backoff with jitter). Permanent errors (expired token, missing
-permission, a bad field) stop the read with :class:`InsightsError`, whose message says what to fix.
+``paging.next`` is absent). All of it travels in Graph batch requests, as Airbyte polls its jobs: each round
+is one batch (up to 50 calls per HTTP request) that starts the queued runs, polls the runs that are due and
+fetches the next page of every finished run. A request Meta calls too large ("Please reduce the amount of
+data", 1/100 with subcode 1487534) is split — the date range halved first, then the campaign ids — a run
+Meta fails ("Job Failed"/"Job Skipped") is restarted once and then split, and a page that is too large is
+fetched again at half the page size. Throttling is the client's (usage headers of every batch item,
+``estimated_time_to_regain_access``, backoff with jitter; throttled items are sent again). Permanent errors
+(expired token, missing permission, a bad field) stop the read with :class:`InsightsError`, whose message
+says what to fix.
 
 Rows are parsed here and nowhere else: Meta sends every metric as a string; money and rates become
 ``Decimal`` and counts ``int``. ``conversions``/``conversion_value`` are summed from ``actions`` /
