@@ -275,7 +275,8 @@ WHERE j.job_id = r.job_id AND j.claimed_by = %(token)s AND j.status IN ('sending
 RETURNING j.job_id, j.status
 """
 
-# Messages mirror their jobs while they are ours to change (queued/sending), and record a failure.
+# Messages mirror their jobs while they are ours to change: back to queued for a retry, or failed with the
+# reason. (No write for 'sending': that state lives on the job, and sparing the write keeps sends cheap.)
 SYNC_MESSAGES = """
 UPDATE conversation_message m
 SET status = j.status,
@@ -285,7 +286,7 @@ SET status = j.status,
     updated_at = now()
 FROM outbound_message_job j
 WHERE j.job_id = ANY (%(ids)s::uuid[]) AND m.message_id = j.message_id
-  AND j.status IN ('queued', 'sending', 'failed') AND message_status_rank(m.status) <= 1
+  AND j.status IN ('queued', 'failed') AND message_status_rank(m.status) <= 1
   AND m.status IS DISTINCT FROM j.status
 """
 

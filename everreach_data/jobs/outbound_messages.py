@@ -68,8 +68,11 @@ class SendConfig:
     seed: int | None = None
 
     def rate(self, platform: str) -> float:
+        """Sends per second to aim at: whole messages under ``headroom`` × the limit (the gate counts whole
+        sends per second, so a fractional target would only queue tasks at the gate)."""
         limit = self.whatsapp_messages_per_second if platform == "whatsapp" else self.page_sends_per_second
-        return max(0.1, limit * self.headroom)
+        target = limit * self.headroom
+        return float(int(target)) if target >= 1 else max(0.1, target)
 
 
 @dataclass
@@ -207,7 +210,11 @@ class _Drain:
             self.pending[job.channel].appendleft(job)
         picked: list[tuple[queue.Claimed, float]] = []
         room = self.cfg.max_in_flight - len(self.in_flight)
-        for channel, jobs in self.pending.items():
+        for channel, jobs in list(self.pending.items()):
+            if jobs and jobs[0].platform not in self.clients:   # no token for it: leave its jobs queued
+                self.skip.add(channel)
+                self.to_release += [(j.job_id, 60.0) for j in self.pending.pop(channel)]
+                continue
             pacer = self.pacers.setdefault(channel, Pacer(self.cfg.rate(channel.split(":")[0])))
             while jobs and len(picked) < room and pacer.ready(now, self.cfg.horizon_seconds):
                 job = jobs.popleft()
@@ -247,6 +254,8 @@ class _Drain:
             return _Result(job, message_id=wire.parse_send_response(job.platform, body).message_id)
         except GraphAPIError as exc:
             return _Result(job, error=exc)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, we cannot tell whether Meta got the message
+            return _Result(job, error=GraphAPIError(f"{type(exc).__name__}: {exc}"))
 
     def outcome(self, result: _Result, pauses: dict[str, str]) -> queue.Outcome:
         job, err = result.job, result.error
