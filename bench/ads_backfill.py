@@ -1,12 +1,15 @@
 """Backfill 90 days x 3 levels of a ~200 campaign / ~1000 ad account from the sandbox (20-50 ms latency),
-the way the ``ad_performance`` asset does, and compare in the same run against:
+the way the ``ad_performance`` asset does (``sync_ad_performance``'s two steps: read into a spool, then
+``replace_range``), and compare in the same run against:
 
 - the one-request-per-day-per-level baseline: days x levels calls (the fewest a per-day client could make).
   ``api_calls`` is HTTP requests made (a Graph batch of up to 50 calls is one request);
   ``graph_requests`` is the Graph calls they carried (each batch item, as Meta counts it for rate limits);
 - a raw COPY of the same rows into a scratch table: a plain table with the same columns and no indexes,
   checks or keys (``raw_copy_rows_per_second``, the goal's baseline), and, for context, one with the same
-  indexes (``LIKE … INCLUDING ALL``; still no foreign key).
+  indexes (``LIKE … INCLUDING ALL``; still no foreign key). The write (into an empty range, as a first
+  backfill finds it) and the two raw COPYs are timed in turns, three times each on the same rows, and the
+  medians compared: single timings on a shared machine swing by a third.
 
 The sandbox runs in its own process (``everreach-data sandbox``), so ``peak_rss_mb`` is ours alone;
 Postgres is a throwaway embedded server. Prints one JSON line.
@@ -21,6 +24,7 @@ import json
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,15 +37,17 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_data.assets.ads import sync_ad_performance  # noqa: E402
+from everreach_data.assets.ads_writer import Spool, replace_range  # noqa: E402
 from everreach_data.config import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_data.db.connection import connect  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.meta.client import GraphClient  # noqa: E402
-from everreach_data.meta.insights import InsightsOptions  # noqa: E402
+from everreach_data.meta.insights import InsightsOptions, InsightsReader  # noqa: E402
 
 ACCOUNT = "act_7000000000000001"
 LEVELS = ["campaign", "adset", "ad"]
+REPEATS = 3  # the write and the raw COPYs are timed in turns this many times; medians are reported
 
 
 def free_port() -> int:
@@ -68,30 +74,43 @@ def start_sandbox(port: int, latency: str) -> subprocess.Popen:
     raise RuntimeError("the sandbox did not start")
 
 
-def raw_copy_rows_per_second(url: str) -> dict[str, float]:
-    """COPY the rows just written (as COPY text) into scratch tables: a plain one (same columns and
-    defaults, no indexes or constraints) and one with the same indexes (``LIKE … INCLUDING ALL``)."""
+def table_copy_text(url: str) -> bytes:
+    """The rows written, as COPY text: what the raw baselines load."""
     import psycopg
 
-    out = {}
+    buf = bytearray()
+    with psycopg.connect(url) as conn, conn.cursor().copy("COPY ad_performance TO STDOUT") as copy:
+        for block in copy:
+            buf += block
+    return bytes(buf)
+
+
+def raw_copy_seconds(url: str, data: bytes, like: str) -> float:
+    """COPY ``data`` into a fresh scratch table ``LIKE ad_performance {like}``: INCLUDING DEFAULTS is a plain
+    table (no indexes, checks or keys); INCLUDING ALL has the same indexes and checks (no foreign key)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS scratch")
+        conn.execute(f"CREATE TABLE scratch (LIKE ad_performance {like})")
     with psycopg.connect(url) as conn:
-        buf = bytearray()
-        with conn.cursor().copy("COPY ad_performance TO STDOUT") as copy:
-            for block in copy:
-                buf += block
-        data = bytes(buf)
-        del buf
-        for name, like in (("no_indexes", "INCLUDING DEFAULTS"), ("same_indexes", "INCLUDING ALL")):
-            conn.execute(f"CREATE TABLE scratch_{name} (LIKE ad_performance {like})")
-            conn.commit()
-            started = time.perf_counter()
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(f"COPY scratch_{name} FROM STDIN") as copy:
-                    for i in range(0, len(data), 1 << 20):
-                        copy.write(data[i : i + (1 << 20)])
-                rows = cur.rowcount
-            out[name] = rows / (time.perf_counter() - started)
-    return out
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy("COPY scratch FROM STDIN") as copy:
+                for i in range(0, len(data), 1 << 20):
+                    copy.write(data[i : i + (1 << 20)])
+        return time.perf_counter() - started
+
+
+def write_seconds(url: str, spool: Spool, since, until) -> float:
+    """The asset's write (:func:`replace_range`: upsert campaigns, delete the range, COPY) into an empty
+    range, as a first backfill finds it."""
+    with connect(url) as conn:
+        conn.execute("TRUNCATE ad_performance")
+        conn.commit()
+        started = time.perf_counter()
+        replace_range(conn, spool, accounts=[ACCOUNT], levels=LEVELS, since=since, until=until)
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -126,21 +145,32 @@ def main() -> None:
         until = datetime.now(UTC).date() - timedelta(days=2)
         since = until - timedelta(days=args.days - 1)
         started = time.perf_counter()
+        # what sync_ad_performance does, in its two steps, so the write can be timed more than once
+        options = InsightsOptions(chunk_days=args.chunk_days, page_size=args.page_size)
+        spool = Spool()
         with GraphClient(f"{base}/v24.0", SANDBOX_DEFAULTS["FB_ADS_ACCESS_TOKEN"]) as client:
-            result = sync_ad_performance(
-                url,
-                client,
-                accounts=[ACCOUNT],
-                levels=LEVELS,
-                since=since,
-                until=until,
-                options=InsightsOptions(chunk_days=args.chunk_days, page_size=args.page_size),
+            reader = InsightsReader(client, options)
+            for row in reader.read([ACCOUNT], LEVELS, since, until):
+                spool.add(row)
+        read_seconds = time.perf_counter() - started
+        with connect(url) as conn:  # the run's own write (timed again below, in turns with the baselines)
+            rows_written = replace_range(
+                conn, spool, accounts=[ACCOUNT], levels=LEVELS, since=since, until=until
             )
         wall = time.perf_counter() - started
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the baseline's buffers
-        copy_rps = raw_copy_rows_per_second(url)
+        # the write and the raw COPYs timed in turns, three times each, on the same rows: medians
+        data = table_copy_text(url)
+        times: dict[str, list[float]] = {"write": [], "no_indexes": [], "same_indexes": []}
+        for _ in range(REPEATS):
+            times["write"].append(write_seconds(url, spool, since, until))
+            times["no_indexes"].append(raw_copy_seconds(url, data, "INCLUDING DEFAULTS"))
+            times["same_indexes"].append(raw_copy_seconds(url, data, "INCLUDING ALL"))
+        spool.close()
+        rps = {k: rows_written / statistics.median(v) for k, v in times.items()}
+        write_rps, copy_rps = rps["write"], rps
         baseline_calls = args.days * len(LEVELS)
-        write_rps = result.rows_written / result.write_seconds
+        stats = client.stats
         print(
             json.dumps(
                 {
@@ -149,21 +179,22 @@ def main() -> None:
                     "days": args.days,
                     "levels": len(LEVELS),
                     "latency_ms": args.latency_ms,
-                    "rows_written": result.rows_written,
-                    "api_calls": result.api_calls,
+                    "rows_written": rows_written,
+                    "api_calls": stats.calls,
                     "api_calls_means": "HTTP requests made (a Graph batch of <= 50 calls is one)",
-                    "graph_requests": result.graph_requests,
-                    "report_runs": result.report_runs,
+                    "graph_requests": stats.graph_requests,
+                    "report_runs": reader.stats.report_runs,
                     "baseline_calls_one_per_day_per_level": baseline_calls,
-                    "calls_vs_baseline": round(result.api_calls / baseline_calls, 3),
-                    "graph_requests_vs_baseline": round(result.graph_requests / baseline_calls, 3),
+                    "calls_vs_baseline": round(stats.calls / baseline_calls, 3),
+                    "graph_requests_vs_baseline": round(stats.graph_requests / baseline_calls, 3),
                     # a per-day client starts, polls and pages each report: at least 3 calls per day and level
                     "baseline_calls_one_report_per_day_per_level": 3 * baseline_calls,
                     "chunk_days": args.chunk_days,
                     "page_size": args.page_size,
                     "wall_seconds": round(wall, 2),
-                    "read_seconds": result.read_seconds,
-                    "write_seconds": result.write_seconds,
+                    "read_seconds": round(read_seconds, 2),
+                    "write_seconds": [round(t, 3) for t in times["write"]],
+                    "raw_copy_seconds": [round(t, 3) for t in times["no_indexes"]],
                     "rows_per_second_written": round(write_rps),
                     "raw_copy_rows_per_second": round(copy_rps["no_indexes"]),
                     "written_vs_raw_copy": round(write_rps / copy_rps["no_indexes"], 3),
