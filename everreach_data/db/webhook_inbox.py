@@ -1,10 +1,17 @@
-"""The webhook inbox (``meta_webhook_event``) as a queue: claim, ack, fail, re-queue.
+"""The webhook inbox (``meta_webhook_event``) as a queue: claim, finish, fail, re-queue.
 
-A claim is its own short transaction: rows move to ``processing`` with a lease (``locked_until``) and
-``attempts + 1``. Processing then happens in a second transaction that first re-locks the rows *fenced by
-attempts* (:data:`LOCK_OWNED`), so a run whose lease expired — and whose rows another run re-claimed —
-touches nothing. A run killed mid-batch (SIGKILL, OOM, lost node) rolls back its processing transaction;
-its claims expire and the rows are claimed again. Nothing is lost and nothing is applied twice.
+A batch is ONE transaction: :func:`claim` locks pending rows with ``FOR UPDATE SKIP LOCKED`` (so
+concurrent drains never see each other's rows), the caller writes what the events produce, and
+:func:`finish` marks them ``done`` (or ``failed``, for payloads that cannot parse) before the commit. Each
+inbox row is rewritten once. A run that dies mid-batch (SIGKILL, OOM, lost node) loses its connection, the
+transaction rolls back, and its row locks vanish with it: the rows are simply pending again, and nothing
+is lost or applied twice. A run that hangs inside a batch is cut off by ``idle_in_transaction_session_timeout``
+(:func:`configure_session`), with the same effect.
+
+``attempts`` counts processing attempts that ended: it goes up by one when an event is finished, and by one
+in a short transaction of its own (:func:`record_failure`) when a batch holding it failed.
+
+Rows left ``processing`` with an expired lease by older versions of the drain are still claimed.
 """
 
 from __future__ import annotations
@@ -15,53 +22,45 @@ from typing import Any
 
 import psycopg
 
-#: Rows that are claimable now: pending (past any retry backoff) or processing with an expired lease.
-#: Rows that exhausted their attempts while processing (killed every time) are failed, not re-claimed.
-EXPIRE_EXHAUSTED = """
-UPDATE meta_webhook_event
-SET status = 'failed', locked_until = NULL, processed_at = now(),
-    last_error = coalesce(last_error, 'processing did not finish (the run stopped) ' || attempts || ' times')
-WHERE status = 'processing' AND locked_until < now() AND attempts >= %(max_attempts)s
+_CLAIMABLE = """
+    (status = 'pending' AND (locked_until IS NULL OR locked_until <= now()))
+ OR (status = 'processing' AND locked_until < now())
 """
 
-CLAIM = """
-WITH c AS (
-    SELECT webhook_event_id FROM meta_webhook_event
-    WHERE (status = 'pending' AND (locked_until IS NULL OR locked_until <= now()))
-       OR (status = 'processing' AND locked_until < now() AND attempts < %(max_attempts)s)
-    ORDER BY webhook_event_id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE meta_webhook_event e
-SET status = 'processing', attempts = e.attempts + 1,
-    locked_until = now() + make_interval(secs => %(lease)s)
-FROM c WHERE e.webhook_event_id = c.webhook_event_id
-RETURNING e.webhook_event_id, e.attempts, e.object, e.payload
-"""
-
-#: Inside the processing transaction: the claimed rows this run still owns (same attempt, not re-claimed).
-LOCK_OWNED = """
-SELECT webhook_event_id, attempts FROM meta_webhook_event
-WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND status = 'processing'
+CLAIM = f"""
+SELECT webhook_event_id, attempts, object, payload FROM meta_webhook_event
+WHERE {_CLAIMABLE}
 ORDER BY webhook_event_id
-FOR UPDATE
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
 """
 
-ACK = """
-UPDATE meta_webhook_event
-SET status = 'done', processed_at = now(), locked_until = NULL, last_error = NULL
-WHERE webhook_event_id = ANY(%(ids)s::bigint[])
+#: Re-claim exactly these events (after a failed batch was rolled back), if still claimable.
+RECLAIM = f"""
+SELECT webhook_event_id, attempts, object, payload FROM meta_webhook_event
+WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND ({_CLAIMABLE})
+ORDER BY webhook_event_id
+FOR UPDATE SKIP LOCKED
 """
 
-FAIL = """
+FINISH = """
+UPDATE meta_webhook_event e
+SET status = CASE WHEN f.error IS NULL THEN 'done' ELSE 'failed' END,
+    attempts = e.attempts + 1, processed_at = now(), locked_until = NULL, last_error = left(f.error, 2000)
+FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f (id, error)
+WHERE e.webhook_event_id = f.id
+"""
+
+RECORD_FAILURE = """
 UPDATE meta_webhook_event
-SET status = CASE WHEN %(permanent)s OR attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
-    processed_at = CASE WHEN %(permanent)s OR attempts >= %(max_attempts)s THEN now() END,
-    locked_until = CASE WHEN %(permanent)s OR attempts >= %(max_attempts)s THEN NULL
-                        ELSE now() + make_interval(secs => %(backoff)s * attempts) END,
+SET attempts = attempts + 1,
+    status = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+    processed_at = CASE WHEN attempts + 1 >= %(max_attempts)s THEN now() END,
+    locked_until = CASE WHEN attempts + 1 >= %(max_attempts)s THEN NULL
+                        ELSE now() + make_interval(secs => %(backoff)s * (attempts + 1)) END,
     last_error = left(%(error)s, 2000)
-WHERE webhook_event_id = %(id)s AND attempts = %(attempts)s AND status = 'processing'
+WHERE webhook_event_id = %(id)s AND status IN ('pending', 'processing')
+RETURNING status
 """
 
 REQUEUE = """
@@ -73,12 +72,9 @@ WHERE status = ANY(%(statuses)s::text[])
   AND (status <> 'ignored' OR object = ANY(%(handled)s::text[]))
 """
 
-HAS_WORK = """
+HAS_WORK = f"""
 SELECT count(*) AS n, max(webhook_event_id) AS max_id FROM (
-    SELECT webhook_event_id FROM meta_webhook_event
-    WHERE (status = 'pending' AND (locked_until IS NULL OR locked_until <= now()))
-       OR (status = 'processing' AND locked_until < now())
-    LIMIT %(limit)s
+    SELECT webhook_event_id FROM meta_webhook_event WHERE {_CLAIMABLE} LIMIT %(limit)s
 ) q
 """
 
@@ -91,43 +87,46 @@ class ClaimedEvent:
     payload: Any
 
 
-def claim(conn: psycopg.Connection, *, limit: int, lease_seconds: float, max_attempts: int) -> list[ClaimedEvent]:
-    """Claim up to ``limit`` events (committed before returning, so the lease is visible to others)."""
-    with conn.transaction():
-        conn.execute(EXPIRE_EXHAUSTED, {"max_attempts": max_attempts})
-        rows = conn.execute(CLAIM, {"limit": limit, "lease": lease_seconds, "max_attempts": max_attempts}).fetchall()
-    events = [ClaimedEvent(_get(r, 0, "webhook_event_id"), _get(r, 1, "attempts"), _get(r, 2, "object"),
-                           _get(r, 3, "payload")) for r in rows]
-    events.sort(key=lambda e: e.webhook_event_id)
-    return events
+def configure_session(conn: psycopg.Connection, *, lease_seconds: float) -> None:
+    """Drain-session settings: a batch stuck for ``lease_seconds`` is ended by the server (its claims are
+    released), and commits are asynchronous — safe because a batch's writes and its ``done`` marks are one
+    transaction: a crash that loses the last commits loses both, and those events are processed again."""
+    conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+                 "set_config('synchronous_commit', 'off', false)", (f"{max(1, int(lease_seconds * 1000))}ms",))
 
 
-def lock_owned(conn: psycopg.Connection, events: list[ClaimedEvent]) -> set[int]:
-    """In the caller's transaction: lock and return the ids of ``events`` this run still owns."""
-    claimed = {e.webhook_event_id: e.attempts for e in events}
-    rows = conn.execute(LOCK_OWNED, {"ids": list(claimed)}).fetchall()
-    return {r_id for r_id, attempts in ((_get(r, 0, "webhook_event_id"), _get(r, 1, "attempts")) for r in rows)
-            if claimed[r_id] == attempts}
+def claim(conn: psycopg.Connection, *, limit: int) -> list[ClaimedEvent]:
+    """In the caller's transaction: lock and return up to ``limit`` claimable events, oldest first."""
+    return _events(conn.execute(CLAIM, {"limit": limit}).fetchall())
 
 
-def ack(conn: psycopg.Connection, ids: list[int]) -> None:
-    """In the caller's transaction: mark events done (commits together with what they produced)."""
+def reclaim(conn: psycopg.Connection, ids: list[int]) -> list[ClaimedEvent]:
+    """In the caller's transaction: lock those of ``ids`` that are still claimable and not locked."""
+    return _events(conn.execute(RECLAIM, {"ids": ids}).fetchall())
+
+
+def finish(conn: psycopg.Connection, done: list[int], failed: dict[int, str] | None = None) -> None:
+    """In the caller's transaction: mark ``done`` events done and ``failed`` ones (id → error) failed."""
+    failed = failed or {}
+    ids = done + list(failed)
     if ids:
-        conn.execute(ACK, {"ids": ids})
+        conn.execute(FINISH, {"ids": ids, "errors": [None] * len(done) + list(failed.values())})
 
 
-def fail(conn: psycopg.Connection, event: ClaimedEvent, error: str, *, max_attempts: int,
-         permanent: bool = False, backoff_seconds: float = 1.0) -> None:
-    """Record ``error``: back to pending with backoff, or ``failed`` when permanent or out of attempts."""
+def record_failure(conn: psycopg.Connection, event_id: int, error: str, *, max_attempts: int,
+                   backoff_seconds: float = 1.0) -> str | None:
+    """Own short transaction: count a failed attempt; back to pending with backoff, or ``failed`` when out
+    of attempts. Returns the new status (None if the event was finished meanwhile by someone else)."""
     with conn.transaction():
-        conn.execute(FAIL, {"id": event.webhook_event_id, "attempts": event.attempts, "error": error,
-                            "max_attempts": max_attempts, "permanent": permanent, "backoff": backoff_seconds})
+        row = conn.execute(RECORD_FAILURE, {"id": event_id, "error": error, "max_attempts": max_attempts,
+                                            "backoff": backoff_seconds}).fetchone()
+    return None if row is None else _get(row, 0, "status")
 
 
 def requeue(conn: psycopg.Connection, *, statuses: list[str], since: datetime | None = None,
             until: datetime | None = None, handled_objects: list[str]) -> int:
-    """Put stored events back to ``pending`` (replay); returns how many. Rows being processed are left alone
-    unless ``processing`` is asked for explicitly."""
+    """Put stored events back to ``pending`` (replay); returns how many. A batch in flight keeps its rows
+    locked, so re-queueing waits for it rather than racing it."""
     with conn.transaction():
         cur = conn.execute(REQUEUE, {"statuses": statuses, "since": since, "until": until,
                                      "handled": handled_objects})
@@ -138,6 +137,11 @@ def pending_work(conn: psycopg.Connection, *, limit: int = 10_000) -> tuple[int,
     """(claimable events, capped at ``limit``; the highest claimable id) — cheap, for the sensor."""
     row = conn.execute(HAS_WORK, {"limit": limit}).fetchone()
     return _get(row, 0, "n"), _get(row, 1, "max_id")
+
+
+def _events(rows: list[Any]) -> list[ClaimedEvent]:
+    return [ClaimedEvent(_get(r, 0, "webhook_event_id"), _get(r, 1, "attempts"), _get(r, 2, "object"),
+                         _get(r, 3, "payload")) for r in rows]
 
 
 def _get(row: Any, index: int, key: str) -> Any:

@@ -3,17 +3,25 @@
 Plain functions first (:func:`drain`, :func:`process_batch`, :func:`apply_records`), testable without
 Dagster; the job ``process_webhook_events`` is a thin op over :func:`drain`.
 
-One batch = one transaction: set-based SQL over the batch's records (``jsonb_to_recordset``), plus the ack
-of exactly the events this run still owns. A database error in a batch is retried once whole (deadlocks
-between concurrent runs), then each event alone, so a poison event fails by itself after a few attempts
-and never blocks the others. A payload that does not parse fails at once: retrying cannot fix it.
+One batch = one transaction: claim (``FOR UPDATE SKIP LOCKED``), set-based SQL over the batch's records
+(``jsonb_to_recordset``), then the events marked done — so a killed run rolls back and leaves nothing
+behind but pending rows. A database error in a batch is retried once whole (deadlocks between concurrent
+runs), then the batch is split in halves until the event at fault stands alone, so a poison event fails by
+itself after a few attempts and never blocks the others. A payload that does not parse fails at once:
+retrying cannot fix it.
+
+Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
+Everything that does not lock them — the claim, parsing, building the rows, storing receipts, inserting the
+messages — comes first; 025's trigger then locks the batch's threads in thread_id order at the end of the
+message INSERT, so runs overlap everywhere except the short stretch from there to the commit, and never
+deadlock on threads.
 """
 
 
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,16 +44,28 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 # ───────────────────────────── set-based SQL ─────────────────────────────
 
-UPSERT_THREADS = """
-INSERT INTO conversation_thread AS t (platform, channel_id, participant_id, participant_name)
+# New threads only: existing rows are not locked here. 025's message trigger locks the batch's threads (in
+# thread_id order) at the end of INSERT_MESSAGES; names are updated after that (UPDATE_THREAD_NAMES).
+# Inserts go in key order, so two runs creating the same new threads wait on each other, never deadlock.
+INSERT_THREADS = """
+INSERT INTO conversation_thread (platform, channel_id, participant_id, participant_name)
 SELECT DISTINCT ON (platform, channel_id, participant_id) platform, channel_id, participant_id, participant_name
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r (platform text, channel_id text, participant_id text, participant_name text)
 ORDER BY platform, channel_id, participant_id, participant_name NULLS LAST
-ON CONFLICT (platform, channel_id, participant_id) DO UPDATE
-    SET participant_name = EXCLUDED.participant_name, updated_at = now()
-    WHERE EXCLUDED.participant_name IS NOT NULL
-      AND t.participant_name IS DISTINCT FROM EXCLUDED.participant_name
+ON CONFLICT (platform, channel_id, participant_id) DO NOTHING
+"""
+
+UPDATE_THREAD_NAMES = """
+UPDATE conversation_thread t SET participant_name = r.participant_name, updated_at = now()
+FROM (SELECT DISTINCT ON (platform, channel_id, participant_id) platform, channel_id, participant_id,
+             participant_name
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS x (platform text, channel_id text, participant_id text, participant_name text)
+      WHERE participant_name IS NOT NULL
+      ORDER BY platform, channel_id, participant_id, participant_name) r
+WHERE t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_id = r.participant_id
+  AND t.participant_name IS DISTINCT FROM r.participant_name
 """
 
 # Inbound replays change nothing. An echo of a message we sent (the sender's row already carries the mid)
@@ -191,20 +211,30 @@ def _json(rows: list[dict[str, Any]]) -> str:
 
 
 def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
-    """Write ``records`` with a handful of set-based statements, in the caller's transaction."""
+    """Write ``records`` with a handful of set-based statements, in the caller's transaction.
+
+    Order matters for concurrent runs (module docstring): every parameter is built, and receipts are stored
+    (unapplied; messages landing below pick them up through 020's trigger), before the first statement
+    that locks thread rows.
+    """
     rows = Rows()
     for record in records:
         rows.add(record)
-    if rows.threads:
-        conn.execute(UPSERT_THREADS, {"rows": _json(rows.threads)})
-    if rows.messages:
-        conn.execute(INSERT_MESSAGES, {"rows": _json(rows.messages)})
+    threads, messages = _json(rows.threads), _json(rows.messages)
+    messages_threads = _json([t for t in rows.threads if t["participant_name"] is not None])
+    receipts, watermarks = _json(rows.receipts), _json(rows.watermarks)
+    pairs = sorted({(r["platform"], r["mid"]) for r in rows.receipts})
     if rows.receipts:
-        conn.execute(INSERT_RECEIPTS, {"rows": _json(rows.receipts)})
-        pairs = sorted({(r["platform"], r["mid"]) for r in rows.receipts})
+        conn.execute(INSERT_RECEIPTS, {"rows": receipts})
+    if rows.threads:
+        conn.execute(INSERT_THREADS, {"rows": threads})
+    if rows.messages:
+        conn.execute(INSERT_MESSAGES, {"rows": messages})
+        conn.execute(UPDATE_THREAD_NAMES, {"rows": messages_threads})
+    if rows.receipts:
         conn.execute(APPLY_RECEIPTS, {"platforms": [p for p, _ in pairs], "mids": [m for _, m in pairs]})
     if rows.watermarks:
-        conn.execute(APPLY_WATERMARKS, {"rows": _json(rows.watermarks)})
+        conn.execute(APPLY_WATERMARKS, {"rows": watermarks})
     return rows
 
 
@@ -217,7 +247,6 @@ class DrainStats:
     done: int = 0
     retried: int = 0
     failed: int = 0
-    lost_lease: int = 0
     messages: int = 0
     receipts: int = 0
     seconds: float = 0.0
@@ -227,96 +256,126 @@ class DrainStats:
 
 
 _RETRYABLE_WHOLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+#: What parsing an event produced: its records, or why it cannot parse (a permanent failure).
+Parsed = dict[int, "list[Record] | str"]
 
 
-def _process_owned(conn: psycopg.Connection, events: list[inbox.ClaimedEvent],
-                   parsed: dict[int, list[Record]], stats: DrainStats) -> None:
-    """One transaction: lock what we still own, write its records, ack it."""
+@dataclass(slots=True)
+class _Options:
+    max_attempts: int
+    backoff_seconds: float
+
+
+def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent]],
+           claimed: list[inbox.ClaimedEvent], parsed: Parsed, stats: DrainStats) -> None:
+    """One transaction: claim (row locks), parse, write, mark done/failed, commit.
+
+    ``claimed`` receives the events as soon as they are locked, so a caller whose batch failed knows
+    which events to retry. Any exception rolls everything back, locks included.
+    """
     with conn.transaction():
-        owned = inbox.lock_owned(conn, events)
-        stats.lost_lease += len(events) - len(owned)
-        mine = [e for e in events if e.webhook_event_id in owned]
-        rows = apply_records(conn, (r for e in mine for r in parsed[e.webhook_event_id]))
-        inbox.ack(conn, [e.webhook_event_id for e in mine])
-    stats.done += len(mine)
+        events = claim()
+        claimed.extend(events)
+        records: list[Record] = []
+        done: list[int] = []
+        unparsable: dict[int, str] = {}
+        for event in events:
+            result = parsed.get(event.webhook_event_id)
+            if result is None:
+                try:
+                    result = parse_webhook(event.payload).records
+                except WebhookParseError as exc:
+                    result = f"unparsable payload: {exc}"
+                parsed[event.webhook_event_id] = result
+            if isinstance(result, str):
+                unparsable[event.webhook_event_id] = result
+            else:
+                records.extend(result)
+                done.append(event.webhook_event_id)
+        rows = apply_records(conn, records)
+        inbox.finish(conn, done, unparsable)
+    stats.batches += 1
+    stats.done += len(done)
+    stats.failed += len(unparsable)
     stats.messages += len(rows.messages)
     stats.receipts += len(rows.receipts) + len(rows.watermarks)
 
 
-def process_batch(conn: psycopg.Connection, events: list[inbox.ClaimedEvent], stats: DrainStats, *,
-                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0) -> None:
-    """Parse and apply claimed ``events``; failures are recorded per event, never raised."""
-    parsed: dict[int, list[Record]] = {}
-    good: list[inbox.ClaimedEvent] = []
-    for event in events:
-        try:
-            parsed[event.webhook_event_id] = parse_webhook(event.payload).records
-            good.append(event)
-        except WebhookParseError as exc:
-            inbox.fail(conn, event, f"unparsable payload: {exc}", max_attempts=max_attempts, permanent=True)
+def _retry(conn: psycopg.Connection, ids: list[int], error: psycopg.Error, parsed: Parsed, stats: DrainStats,
+           opts: _Options, *, whole_again: bool) -> None:
+    """A batch holding ``ids`` failed with ``error`` and was rolled back. Retry it once whole after a
+    deadlock; otherwise split it in halves until the event(s) at fault stand alone, and count a failed
+    attempt for each of those — so a poison event fails by itself and never blocks the others."""
+    if whole_again and isinstance(error, _RETRYABLE_WHOLE):
+        log.info("batch of %d events hit %s; retrying", len(ids), type(error).__name__)
+        groups = [ids]
+    elif len(ids) == 1:
+        status = inbox.record_failure(conn, ids[0], f"{type(error).__name__}: {str(error).strip()}",
+                                      max_attempts=opts.max_attempts, backoff_seconds=opts.backoff_seconds)
+        if status == "failed":
             stats.failed += 1
-    if not good:
+        elif status == "pending":
+            stats.retried += 1
         return
-    for attempt in range(2):
+    else:
+        if whole_again:
+            log.warning("batch of %d events failed (%s); isolating the event(s) at fault", len(ids), error)
+        groups = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
+    for group in groups:
+        claimed: list[inbox.ClaimedEvent] = []
         try:
-            _process_owned(conn, good, parsed, stats)
-            return
-        except _RETRYABLE_WHOLE as exc:
-            log.info("batch of %d events hit %s; retrying", len(good), type(exc).__name__)
+            _batch(conn, lambda group=group: inbox.reclaim(conn, group), claimed, parsed, stats)
         except psycopg.Error as exc:
-            if conn.closed or conn.broken:
+            if conn.closed or conn.broken or not claimed:
                 raise
-            log.warning("batch of %d events failed (%s); isolating the event(s) at fault", len(good), exc)
-            break
-    # Isolate: each event alone, so one poison event fails by itself.
-    for event in good:
-        try:
-            _process_owned(conn, [event], parsed, stats)
-        except psycopg.Error as exc:
-            if conn.closed or conn.broken:
-                raise
-            inbox.fail(conn, event, f"{type(exc).__name__}: {str(exc).strip()}", max_attempts=max_attempts,
-                       backoff_seconds=backoff_seconds)
-            if event.attempts >= max_attempts:
-                stats.failed += 1
-            else:
-                stats.retried += 1
+            _retry(conn, [e.webhook_event_id for e in claimed], exc, parsed, stats, opts, whole_again=False)
+
+
+def process_batch(conn: psycopg.Connection, stats: DrainStats, *, limit: int = DEFAULT_BATCH_SIZE,
+                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0) -> int:
+    """Claim up to ``limit`` events and process them; returns how many were claimed (0: nothing to do).
+    Failures are recorded per event, never raised (unless the connection itself is gone)."""
+    claimed: list[inbox.ClaimedEvent] = []
+    parsed: Parsed = {}
+    try:
+        _batch(conn, lambda: inbox.claim(conn, limit=limit), claimed, parsed, stats)
+    except psycopg.Error as exc:
+        if conn.closed or conn.broken or not claimed:
+            raise
+        _retry(conn, [e.webhook_event_id for e in claimed], exc, parsed, stats,
+               _Options(max_attempts, backoff_seconds), whole_again=True)
+    stats.claimed += len(claimed)
+    return len(claimed)
 
 
 def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None,
           time_budget_seconds: float | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
           max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0,
           linger_seconds: float = 0.0, poll_seconds: float = 0.5) -> DrainStats:
-    """Claim and process batches until the queue is empty, ``max_batches`` or the time budget is reached.
+    """Process batches until the queue is empty, ``max_batches`` or the time budget is reached.
 
     With ``linger_seconds`` an empty queue is polled (every ``poll_seconds``) for that long before
     returning, so a steady trickle of webhooks is picked up in well under a second instead of paying a
-    run start-up per sensor tick.
+    run start-up per sensor tick. A batch open longer than ``lease_seconds`` without activity is ended by
+    the server (see :func:`inbox.configure_session`).
 
-    ``conn`` must be in autocommit mode: claims and batches manage their own transactions. The session
-    commits asynchronously (``synchronous_commit = off``): safe here because each batch's writes and its
-    ack are one transaction — a crash that loses the last commits loses both, and the events' leases
-    expire and they are processed again. (The receiver, whose commit *is* the promise to Meta, commits
-    synchronously.)
+    ``conn`` must be in autocommit mode: each batch is its own transaction.
     """
-    conn.execute("SET synchronous_commit = off")
+    inbox.configure_session(conn, lease_seconds=lease_seconds)
     stats = DrainStats()
     idle_since: float | None = None
     started = time.perf_counter()
     while max_batches is None or stats.batches < max_batches:
         if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
             break
-        events = inbox.claim(conn, limit=batch_size, lease_seconds=lease_seconds, max_attempts=max_attempts)
-        if not events:
+        if not process_batch(conn, stats, limit=batch_size, max_attempts=max_attempts,
+                             backoff_seconds=backoff_seconds):
             idle_since = idle_since if idle_since is not None else time.perf_counter()
             if time.perf_counter() - idle_since >= linger_seconds:
                 break
             time.sleep(poll_seconds)
             continue
         idle_since = None
-        stats.batches += 1
-        stats.claimed += len(events)
-        process_batch(conn, events, stats, max_attempts=max_attempts, backoff_seconds=backoff_seconds)
     stats.seconds = time.perf_counter() - started
     return stats
 
