@@ -182,8 +182,11 @@ class _Result:
 
 
 class _Drain:
-    def __init__(self, conn, clients: dict[str, AsyncGraphClient], cfg: SendConfig, skip: list[str]) -> None:
-        self.conn, self.clients, self.cfg = conn, clients, cfg
+    def __init__(self, conn, writer, clients: dict[str, AsyncGraphClient], cfg: SendConfig,
+                 skip: list[str]) -> None:
+        # Two connections: the scheduler claims and marks on ``conn`` while the recorder writes outcomes on
+        # ``writer``, so a slow write never delays the next send slot.
+        self.conn, self.writer, self.clients, self.cfg = conn, writer, clients, cfg
         self.token = uuid.uuid4()
         self.report = DrainReport()
         self.rng = random.Random(cfg.seed)
@@ -298,8 +301,8 @@ class _Drain:
                 self.pacers[result.job.channel].succeeded()
             else:
                 outcomes.append(self.outcome(result, pauses))
-        self.report.sent += await queue.record_sent(self.conn, self.token, sent)
-        counts = await queue.record_outcomes(self.conn, self.token, outcomes)
+        self.report.sent += await queue.record_sent(self.writer, self.token, sent)
+        counts = await queue.record_outcomes(self.writer, self.token, outcomes)
         self.report.retried += counts.get("queued", 0)
         self.report.failed += counts.get("failed", 0)
         self.report.unknown += counts.get("unknown", 0)
@@ -307,13 +310,22 @@ class _Drain:
             if channel in self.skip:
                 continue          # already paused by an earlier answer in this run
             platform, _, account = channel.partition(":")
-            await queue.pause_channel(self.conn, platform, account, reason)
+            await queue.pause_channel(self.writer, platform, account, reason)
             self.report.paused_channels.append(channel)
             self.pause(channel)
         if self.to_release:
-            await queue.release(self.conn, self.token, self.to_release)
-            self.report.released += len(self.to_release)
-            self.to_release = []
+            items, self.to_release = self.to_release, []
+            await queue.release(self.writer, self.token, items)
+            self.report.released += len(items)
+
+    async def record(self, stop: asyncio.Event) -> None:
+        """The recorder: write finished sends' outcomes every few tens of milliseconds until stopped."""
+        while not stop.is_set():
+            await self.flush()
+            try:
+                await asyncio.wait_for(stop.wait(), 0.05)
+            except TimeoutError:
+                pass
 
     async def run(self) -> DrainReport:
         cfg = self.cfg
@@ -323,10 +335,13 @@ class _Drain:
         next_claim = 0.0
         for key, value in (await queue.reconcile(self.conn, grace_seconds=cfg.unknown_grace_seconds)).items():
             setattr(self.report, key, getattr(self.report, key) + value)
+        stop = asyncio.Event()
+        recorder = asyncio.create_task(self.record(stop))
         try:
             while True:
                 now = time.monotonic()
-                await self.flush()
+                if recorder.done():      # the recorder failed: stop scheduling, surface its error
+                    recorder.result()
                 if now < deadline and now >= next_claim and self.buffered() < cfg.claim_batch // 2:
                     claimed = await queue.claim(self.conn, self.token, limit=cfg.claim_batch - self.buffered(),
                                                 lease_seconds=cfg.claim_lease_seconds,
@@ -351,8 +366,13 @@ class _Drain:
                     break
                 spent = time.monotonic() - now
                 await asyncio.sleep(max(0.005, cfg.horizon_seconds / 2 - spent) if busy else 0.05)
+            stop.set()
+            await recorder
             await self.flush()
         finally:
+            stop.set()
+            if not recorder.done():
+                recorder.cancel()
             if self.in_flight:   # cancelled mid-run: what was in flight is 'sending' → reconciled later
                 for task in self.in_flight:
                     task.cancel()
@@ -388,12 +408,14 @@ async def drain(database_url: str, settings: Settings, cfg: SendConfig | None = 
                        "whatsapp": settings.WHATSAPP_PHONE_NUMBER_ID}[platform]
             skip.append(f"{platform}:{channel}")
     conn = await queue.connect_async(database_url)
+    writer = await queue.connect_async(database_url)
     try:
-        return await _Drain(conn, clients, cfg, skip).run()
+        return await _Drain(conn, writer, clients, cfg, skip).run()
     finally:
         for client in clients.values():
             await client.aclose()
         await conn.close()
+        await writer.close()
 
 
 # ───────────────────────────── Dagster ─────────────────────────────
