@@ -9,7 +9,7 @@ and POST-to-message-row latency with the sensor running. Prints one JSON line.
 3. Latency: the receiver under uvicorn takes signed POSTs at a steady rate; every 5 s (the sensor's
    minimum interval) the sensor's own decision (``inbox.pending_work`` + ``next_request`` with the count
    of runs in flight) is evaluated and each RunRequest is launched as a ``dagster job execute`` process,
-   which lingers 10 s for more work as configured. The Dagster daemon itself is not used (it would only
+   which lingers 60 s for more work as configured (the job runs in-process: one op, no step subprocess). The Dagster daemon itself is not used (it would only
    add its own tick scheduling); latency = message row ``created_at`` − the moment its body was POSTed.
 
     .venv/bin/python bench/webhook_drain.py [--events 100000] [--latency-seconds 40] [--rate 50]
@@ -209,7 +209,7 @@ def main() -> None:
     dagster_home = home / "dagster"
     dagster_home.mkdir()
     env = {**os.environ, **SANDBOX_DEFAULTS, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": str(ROOT)}
-    result = {"bench": "webhook_drain", "cpus": os.cpu_count()}
+    result = {"bench": "webhook_drain", "cpus": os.cpu_count(), "load_avg_1m_before": round(os.getloadavg()[0], 2)}
     result.update(throughput(url, args.events))
     result.update(startup(latency_url, {**env, "DATABASE_URL": latency_url}))
     result.update(latency(latency_url, {**env, "DATABASE_URL": latency_url}, args.latency_seconds, args.rate))

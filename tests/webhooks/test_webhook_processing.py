@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from everreach_data.cli import main as cli_main
+from everreach_data.db import webhook_inbox as inbox
 from everreach_data.jobs.webhook_events import drain
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_data.sandbox.traffic import TrafficGenerator
@@ -293,3 +294,19 @@ def test_drain_killed_mid_batch_loses_nothing(db_url, db):
     expected = _expected_messages(bodies)
     assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == expected
     assert db.execute("SELECT count(*) AS n FROM user_event").fetchone()["n"] == expected
+
+
+def test_a_stuck_batch_is_cut_off_and_its_events_released(db_url, db):
+    """A run that stops mid-batch without dying (hung, paused) holds its claims only for the lease."""
+    enqueue(db, p.MESSENGER, p.WHATSAPP_TEXT)
+    with psycopg.connect(db_url, autocommit=True) as stuck:
+        inbox.configure_session(stuck, lease_seconds=0.5)
+        stuck.execute("BEGIN")
+        assert len(inbox.claim(stuck, limit=10)) == 2 and claimable(db) == 0
+        deadline = time.monotonic() + 15
+        while claimable(db) < 2:
+            assert time.monotonic() < deadline, "the stuck batch kept its claims"
+            time.sleep(0.05)
+        with pytest.raises(psycopg.Error):
+            stuck.execute("SELECT 1")  # the server ended that session; nothing it held was committed
+    assert process(db_url).done == 2
