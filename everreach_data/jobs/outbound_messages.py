@@ -20,6 +20,7 @@ resource are thin wrappers at the bottom.
 
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import random
@@ -103,7 +104,7 @@ class Pacer:
     at the moment of sending: tasks that wake late together (a busy event loop) cannot fire more than
     ``rate`` in any second. A throttle answer from Meta slows the channel down a little (AIMD-style)."""
 
-    CATCH_UP = 0.5   # seconds of slots a late scheduler may still use (the gate bounds the burst)
+    CATCH_UP = 0.1   # seconds of slots a late scheduler may still use (the gate bounds the burst)
 
     def __init__(self, rate: float) -> None:
         self.base = self.rate = rate
@@ -138,15 +139,22 @@ class Pacer:
             self._set(self.rate + self.base * 0.0005)
 
     async def gate(self) -> None:
+        """At most ``rate`` sends in any second, and at most a quarter of that (plus one) in any quarter
+        second, so what reaches Meta stays smooth even when late tasks wake together."""
         cap = max(1, int(self.rate))
+        quarter = cap // 4 + 1
         while True:
             now = time.monotonic()
             while self.fired and self.fired[0] <= now - 1.0:
                 self.fired.popleft()
-            if len(self.fired) < cap:
+            recent = len(self.fired) - bisect.bisect_right(self.fired, now - 0.25)
+            if len(self.fired) < cap and recent < quarter:
                 self.fired.append(now)
                 return
-            await asyncio.sleep(self.fired[0] + 1.0 - now)
+            oldest_recent = self.fired[len(self.fired) - recent] if recent >= quarter else now
+            wait = min(self.fired[0] + 1.0 if len(self.fired) >= cap else now + 1.0,
+                       oldest_recent + 0.25 if recent >= quarter else now + 1.0) - now
+            await asyncio.sleep(max(0.001, wait))
 
 
 class PairBucket:
