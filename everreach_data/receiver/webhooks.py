@@ -36,8 +36,9 @@ PATH = "/api/webhooks/meta"
 SIGNATURE_HEADER = "x-hub-signature-256"
 #: Rows per INSERT when many requests wait for the same commit.
 MAX_GROUP = 256
-#: Commits in flight at once (each holds one pool connection).
-MAX_FLUSHERS = 2
+#: Commits in flight at once (each holds one pool connection). One: with two, the queue split into smaller
+#: groups — more commits and ~20 % more server and Postgres CPU per request, for no more requests/s.
+MAX_FLUSHERS = 1
 #: How long a request waits for a database connection before answering 503.
 CONNECTION_TIMEOUT_SECONDS = 5.0
 
