@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from psycopg import sql
+
 from everreach_data.config import SANDBOX_DEFAULTS, Settings
 from everreach_data.db.connection import connect, database_urls, redact
 from everreach_data.db.migrate import SQL_DIR, migrate
@@ -173,6 +175,58 @@ def step_webhooks(ctx: DemoContext) -> str:
             f"{row['receipts']} receipts")
 
 
+def step_send(ctx: DemoContext) -> str:
+    """An operator sends a WhatsApp template through the receiver; the send job delivers it; the sandbox's
+    signed status webhooks come back through the receiver and move the message along."""
+    import asyncio
+
+    import httpx
+
+    from everreach_data.jobs import outbound_messages
+    from everreach_data.jobs.webhook_events import drain_url
+    from everreach_data.receiver.app import create_app
+    from everreach_data.receiver.auth import issue_token
+    from everreach_data.sandbox.traffic import KNOWN_USERS
+    from everreach_data.serving import serve_in_background
+
+    with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
+        ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"
+        token = issue_token(ctx.settings.secret("JWT_SECRET") or "", "demo-operator")
+        answer = httpx.post(f"{receiver}/api/v1/integrations/whatsapp/send",
+                            headers={"Authorization": f"Bearer {token}"},
+                            json={"to": KNOWN_USERS["whatsapp"], "type": "template",
+                                  "template": {"name": "hello_world", "language": {"code": "en_US"}}})
+        answer.raise_for_status()
+        job_id = answer.json()["job_id"]
+        asyncio.run(outbound_messages.drain(ctx.db_url, ctx.settings))
+        deadline = time.monotonic() + 20
+        while True:  # statuses arrive as webhooks; drain them until the message is read (or time is up)
+            drain_url(ctx.db_url)
+            with connect(ctx.db_url) as conn:
+                row = conn.execute(
+                    "SELECT j.status AS job, m.status, m.platform_message_id AS wamid FROM outbound_message_job j "
+                    "JOIN conversation_message m USING (message_id) WHERE j.job_id = %s", (job_id,)).fetchone()
+            if row["status"] in ("read", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    ctx.results["send"] = dict(row, job_id=job_id)
+    return (f"WhatsApp template to {KNOWN_USERS['whatsapp']}: job {job_id[:8]}… {row['job']}, "
+            f"Meta id {str(row['wamid'])[:24]}…, message now '{row['status']}' from status webhooks")
+
+
+def step_summary(ctx: DemoContext) -> str:
+    """What landed where."""
+    tables = ("ad_performance", "campaign", "social_media_post", "social_post_insights",
+              "social_account_insights", "meta_conversion_event", "meta_webhook_event", "conversation_thread",
+              "conversation_message", "message_delivery_event", "messaging_policy_window",
+              "outbound_message_job", "user_event")
+    query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("(SELECT count(*) FROM {t}) AS {t}").format(t=sql.Identifier(t)) for t in tables))
+    with connect(ctx.db_url) as conn:
+        counts = conn.execute(query).fetchone()
+    return ", ".join(f"{t} {n}" for t, n in counts.items())
+
+
 STEPS: list[tuple[str, Step]] = [
     ("database", step_migrate),
     ("tokens", step_tokens),
@@ -180,6 +234,8 @@ STEPS: list[tuple[str, Step]] = [
     ("sample data", step_seed),
     ("insights assets", step_assets),
     ("webhooks in", step_webhooks),
+    ("message out", step_send),
+    ("what landed where", step_summary),
 ]
 
 

@@ -37,8 +37,13 @@ def test_demo_runs_every_step_against_the_in_process_sandbox(empty_db_url: str) 
         assert f"meta_conversion_event {sent} sent" in summary["insights assets"] and posts > 0
         pending, messages = conn.execute(
             "SELECT (SELECT count(*) FROM meta_webhook_event WHERE status <> 'done'), "
-            "(SELECT count(*) FROM conversation_message)").fetchone()
+            "(SELECT count(*) FROM conversation_message m WHERE NOT EXISTS "   # the send step adds its own
+            " (SELECT 1 FROM outbound_message_job j WHERE j.message_id = m.message_id))").fetchone()
         assert pending == 0 and f"{messages} messages" in summary["webhooks in"]
+        job, status = conn.execute("SELECT j.status, m.status FROM outbound_message_job j "
+                                   "JOIN conversation_message m USING (message_id)").fetchone()
+        assert (job, status) == ("sent", "read") and "message now 'read'" in summary["message out"]
+        assert "outbound_message_job 1," in summary["what landed where"]
 
 
 def test_a_failing_step_stops_the_demo_with_its_name(db_url: str) -> None:
