@@ -76,10 +76,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     url = database_urls(settings)[0]
     migrate(url)
     ensure_port_free(args.host, args.port, "receiver")
-    app = create_app(settings, url)
-    print(f"receiver listening on http://{args.host}:{args.port} (webhooks: /api/webhooks/meta)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=None,
-                access_log=args.access_log)
+    create_app(settings, url)  # fail here, in one line, on missing secrets — not in every worker
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"receiver listening on http://{args.host}:{args.port}{workers} (webhooks: /api/webhooks/meta)",
+          flush=True)
+    uvicorn.run("everreach_data.receiver.asgi:create", factory=True, host=args.host, port=args.port,
+                log_level=args.log_level, workers=args.workers, access_log=args.access_log)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> None:
@@ -271,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=RECEIVER_PORT)
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--workers", type=int, default=1, help="receiver processes sharing the port")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("sandbox", help="run the local Graph API simulator (a development tool)")

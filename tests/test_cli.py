@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -96,3 +97,29 @@ def test_dagster_storage_gets_its_own_database_unless_told_otherwise(tmp_path: P
         assert only_app == ("postgresql://u@h/app", "postgresql+psycopg2://u@h/app")
     finally:
         start_embedded(tmp_path).stop()
+
+
+def test_serve_with_several_worker_processes_comes_up_and_answers(db_url):
+    import httpx
+
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SANDBOX_DEFAULTS and k != "DATABASE_URL"}
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--no-access-log"],
+                            env={**env, **SANDBOX_DEFAULTS, "DATABASE_URL": db_url}, cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "2 worker processes" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while True:  # wait, with a deadline, for the workers to come up
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json() == {"status": "ok"}:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "receiver workers did not start"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
