@@ -124,6 +124,22 @@ def dev_environment(settings: Settings, *, sandbox_port: int) -> tuple[dict[str,
     return env, use_sandbox
 
 
+def cmd_env(args: argparse.Namespace) -> None:
+    """``export`` lines for what ``dev`` adds to its processes' environment, for a second terminal
+    (``eval "$(everreach-data env)"``): the sandbox's settings when no real Meta token is set, and the
+    database URLs. Only values this command adds are printed — never ones already in the environment."""
+    import shlex
+
+    settings = load_settings()
+    env, _ = dev_environment(settings, sandbox_port=args.sandbox_port)
+    settings = Settings(**{k: v for k, v in env.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+    app_url, dagster_url = database_urls(settings)
+    env.update(DATABASE_URL=app_url, DAGSTER_PG_URL=dagster_url)
+    for key in sorted(env):
+        if key not in os.environ and (key in Settings.model_fields or key == "DAGSTER_PG_URL"):
+            print(f"export {key}={shlex.quote(env[key])}")
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     """Everything on one machine: Postgres, sandbox, receiver, webhook traffic, Dagster UI + daemon."""
     settings = load_settings()
@@ -299,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traffic-rate", type=float, default=1.0,
                    help="sandbox webhook events per second posted to the receiver (0 = none)")
     p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("env", help="print export lines for the settings dev uses (eval in another shell)")
+    p.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
+    p.set_defaults(func=cmd_env)
 
     p = sub.add_parser("token", help="print a JWT for calling /api/v1 (signed with JWT_SECRET)")
     p.add_argument("--sub", required=True, help="the operator's user id")

@@ -123,3 +123,14 @@ def test_serve_with_several_worker_processes_comes_up_and_answers(db_url):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_env_prints_what_dev_adds_and_never_the_users_own_settings(db_url):
+    result = run_cli("env", env={"DATABASE_URL": db_url, "META_APP_SECRET": "users-own-secret"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "export META_GRAPH_URL=http://127.0.0.1:8765" in lines
+    assert f"export FB_ADS_ACCESS_TOKEN={SANDBOX_DEFAULTS['FB_ADS_ACCESS_TOKEN']}" in lines
+    assert any(line.startswith("export DAGSTER_PG_URL=") for line in lines)
+    assert not any("META_APP_SECRET" in line or "users-own-secret" in line for line in lines)
+    assert not any(line.startswith("export DATABASE_URL=") for line in lines)  # already set by the user
