@@ -237,6 +237,8 @@ CREATE INDEX social_account_insights_date_idx ON social_account_insights (date);
 -- ───────────────────────────── ads ─────────────────────────────
 
 -- One row per (account, level, object, day). Meta sends strings; money and rates are exact numerics.
+-- The key is in the order the asset replaces a range (delete by account, level and dates; COPY appends at
+-- the key's right edge), and answers date-range summaries too (PostgreSQL 18 skip-scans the few accounts).
 CREATE TABLE ad_performance (
     ad_account_id    text NOT NULL,
     level            text NOT NULL CHECK (level IN ('campaign', 'adset', 'ad')),
@@ -260,9 +262,8 @@ CREATE TABLE ad_performance (
     objective        text,
     metadata         jsonb NOT NULL DEFAULT '{}'::jsonb,  -- names, raw actions/action_values
     synced_at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (ad_account_id, level, object_id, date)
+    PRIMARY KEY (ad_account_id, level, date, object_id)
 );
-CREATE INDEX ad_performance_date_level_idx ON ad_performance (date, level);
 CREATE INDEX ad_performance_campaign_idx ON ad_performance (campaign_id, date);
 
 -- ───────────────────────────── conversions ─────────────────────────────
@@ -323,8 +324,15 @@ END $$;
 
 -- Keeps conversation_thread.last_message_at / last_inbound_at current and opens or extends the policy
 -- windows from inbound messages (24 h standard everywhere; 7-day human agent on Messenger/Instagram).
+-- Concurrent drains meet on busy threads: the threads are locked first, in thread_id order (one order for
+-- every writer, so no deadlock), and only this stretch — statement end to commit — is serial between them.
 CREATE FUNCTION update_thread_timestamp() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM conversation_thread t
+    WHERE t.thread_id IN (SELECT DISTINCT n.thread_id FROM new_messages n)
+    ORDER BY t.thread_id
+    FOR NO KEY UPDATE;
+
     UPDATE conversation_thread t
     SET last_message_at = GREATEST(t.last_message_at, agg.last_at),
         last_inbound_at = GREATEST(t.last_inbound_at, agg.last_inbound_at),
@@ -342,6 +350,7 @@ BEGIN
     WHERE n.direction = 'inbound' AND NOT n.is_echo
       AND (k.window_type = 'standard' OR n.platform IN ('messenger', 'instagram'))
     GROUP BY n.thread_id, k.window_type, k.length
+    ORDER BY n.thread_id, k.window_type
     ON CONFLICT (thread_id, window_type) DO UPDATE
         SET opened_at = GREATEST(w.opened_at, EXCLUDED.opened_at),
             expires_at = GREATEST(w.expires_at, EXCLUDED.expires_at),

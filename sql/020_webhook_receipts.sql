@@ -8,68 +8,87 @@
 -- by message_status_rank(): a late `delivered` never overwrites `read`; `failed` is terminal.
 
 -- Apply every pending per-message receipt, and every thread watermark at or after the message's sent_at,
--- to the given messages. Returns the number of messages whose row changed.
+-- to the given messages. Returns the number of messages whose row changed. Every lookup is driven from the
+-- given messages by index (receipt ids collected by a LATERAL probe, then updated by primary key; the
+-- messages found by primary key before the watermark filters), so the cost follows the batch, not the
+-- tables: receipts whose message never lands here accumulate, and a join against all of them grows with
+-- every batch.
 CREATE OR REPLACE FUNCTION apply_pending_delivery_events(p_message_ids uuid[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     changed integer := 0;
     n integer;
+    receipt_ids uuid[];
 BEGIN
     IF p_message_ids IS NULL OR cardinality(p_message_ids) = 0 THEN
         RETURN 0;
     END IF;
 
-    WITH ev AS (
-        UPDATE message_delivery_event e
-        SET applied = true, message_id = m.message_id, thread_id = m.thread_id
-        FROM conversation_message m
-        WHERE m.message_id = ANY (p_message_ids)
-          AND m.platform_message_id IS NOT NULL
-          AND NOT e.applied
-          AND e.platform = m.platform AND e.platform_message_id = m.platform_message_id
-        RETURNING e.message_id, e.event_type, e.occurred_at, e.error_code, e.error_title
-    ), agg AS (
-        SELECT message_id,
-               (array_agg(event_type ORDER BY message_status_rank(event_type) DESC))[1] AS top,
-               min(occurred_at) FILTER (WHERE event_type = 'delivered') AS delivered_at,
-               min(occurred_at) FILTER (WHERE event_type = 'read') AS read_at,
-               min(occurred_at) FILTER (WHERE event_type = 'failed') AS failed_at,
-               (array_agg(error_code ORDER BY occurred_at) FILTER (WHERE event_type = 'failed'))[1] AS error_code,
-               (array_agg(error_title ORDER BY occurred_at) FILTER (WHERE event_type = 'failed'))[1] AS error_title
-        FROM ev GROUP BY message_id
-    )
-    UPDATE conversation_message m
-    SET status = CASE WHEN message_status_rank(agg.top) > message_status_rank(m.status) THEN agg.top
-                      ELSE m.status END,
-        delivered_at = LEAST(m.delivered_at, agg.delivered_at, agg.read_at),
-        read_at = LEAST(m.read_at, agg.read_at),
-        failed_at = COALESCE(m.failed_at, agg.failed_at),
-        error_code = COALESCE(m.error_code, agg.error_code),
-        error_message = COALESCE(m.error_message, agg.error_title),
-        updated_at = now()
-    FROM agg
-    WHERE m.message_id = agg.message_id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    changed := changed + n;
+    SELECT array_agg(x.delivery_event_id) INTO receipt_ids
+    FROM conversation_message m
+    CROSS JOIN LATERAL (
+        SELECT e.delivery_event_id FROM message_delivery_event e
+        WHERE NOT e.applied AND e.platform = m.platform AND e.platform_message_id = m.platform_message_id
+        OFFSET 0) x
+    WHERE m.message_id = ANY (p_message_ids) AND m.platform_message_id IS NOT NULL;
+
+    IF receipt_ids IS NOT NULL THEN
+        WITH ev AS (
+            UPDATE message_delivery_event e
+            SET applied = true, message_id = m.message_id, thread_id = m.thread_id
+            FROM conversation_message m
+            WHERE e.delivery_event_id = ANY (receipt_ids)
+              AND m.message_id = ANY (p_message_ids)
+              AND m.platform_message_id IS NOT NULL
+              AND NOT e.applied
+              AND e.platform = m.platform AND e.platform_message_id = m.platform_message_id
+            RETURNING e.message_id, e.event_type, e.occurred_at, e.error_code, e.error_title
+        ), agg AS (
+            SELECT message_id,
+                   (array_agg(event_type ORDER BY message_status_rank(event_type) DESC))[1] AS top,
+                   min(occurred_at) FILTER (WHERE event_type = 'delivered') AS delivered_at,
+                   min(occurred_at) FILTER (WHERE event_type = 'read') AS read_at,
+                   min(occurred_at) FILTER (WHERE event_type = 'failed') AS failed_at,
+                   (array_agg(error_code ORDER BY occurred_at) FILTER (WHERE event_type = 'failed'))[1] AS error_code,
+                   (array_agg(error_title ORDER BY occurred_at) FILTER (WHERE event_type = 'failed'))[1] AS error_title
+            FROM ev GROUP BY message_id
+        )
+        UPDATE conversation_message m
+        SET status = CASE WHEN message_status_rank(agg.top) > message_status_rank(m.status) THEN agg.top
+                          ELSE m.status END,
+            delivered_at = LEAST(m.delivered_at, agg.delivered_at, agg.read_at),
+            read_at = LEAST(m.read_at, agg.read_at),
+            failed_at = COALESCE(m.failed_at, agg.failed_at),
+            error_code = COALESCE(m.error_code, agg.error_code),
+            error_message = COALESCE(m.error_message, agg.error_title),
+            updated_at = now()
+        FROM agg
+        WHERE m.message_id = agg.message_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        changed := changed + n;
+    END IF;
 
     -- Messenger watermarks already stored for the thread cover outbound messages sent before them.
+    WITH given AS MATERIALIZED (
+        SELECT m2.message_id, m2.thread_id, m2.sent_at, m2.direction, m2.status, m2.platform
+        FROM conversation_message m2 WHERE m2.message_id = ANY (p_message_ids)
+    )
     UPDATE conversation_message m
     SET status = CASE WHEN wm.read_at IS NOT NULL THEN 'read' ELSE 'delivered' END,
         delivered_at = LEAST(m.delivered_at, wm.delivered_at, wm.read_at),
         read_at = LEAST(m.read_at, wm.read_at),
         updated_at = now()
     FROM (
-        SELECT m2.message_id,
+        SELECT g.message_id,
                (SELECT min(e.occurred_at) FROM message_delivery_event e
-                WHERE e.thread_id = m2.thread_id AND e.platform_message_id IS NULL
-                  AND e.event_type = 'delivered' AND e.watermark >= m2.sent_at) AS delivered_at,
+                WHERE e.thread_id = g.thread_id AND e.platform_message_id IS NULL
+                  AND e.event_type = 'delivered' AND e.watermark >= g.sent_at) AS delivered_at,
                (SELECT min(e.occurred_at) FROM message_delivery_event e
-                WHERE e.thread_id = m2.thread_id AND e.platform_message_id IS NULL
-                  AND e.event_type = 'read' AND e.watermark >= m2.sent_at) AS read_at
-        FROM conversation_message m2
-        WHERE m2.message_id = ANY (p_message_ids)
-          AND m2.direction = 'outbound' AND m2.status IN ('sent', 'delivered')
-          AND m2.platform IN ('messenger', 'instagram')
+                WHERE e.thread_id = g.thread_id AND e.platform_message_id IS NULL
+                  AND e.event_type = 'read' AND e.watermark >= g.sent_at) AS read_at
+        FROM given g
+        WHERE g.direction = 'outbound' AND g.status IN ('sent', 'delivered')
+          AND g.platform IN ('messenger', 'instagram')
     ) wm
     WHERE m.message_id = wm.message_id
       AND (wm.read_at IS NOT NULL OR (wm.delivered_at IS NOT NULL AND m.status = 'sent'));
@@ -78,23 +97,26 @@ BEGIN
 END $$;
 
 -- New messages (a batch from the webhook job, or the sender's queued row) pick up receipts waiting for them.
+-- Each landed message is one index probe (LATERAL … LIMIT 1: unlike EXISTS … OR EXISTS, Postgres cannot turn
+-- it into a scan of every unapplied receipt). EXECUTE: planned against the tables' current size each time.
 CREATE OR REPLACE FUNCTION conversation_message_apply_pending_on_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- Only messages something is waiting for (index probes), so a batch of fresh messages costs little.
-    -- EXECUTE: planned each time against the tables' current size (a session-cached plan made while
-    -- message_delivery_event was empty would seq-scan it forever after).
     EXECUTE $q$
         SELECT apply_pending_delivery_events(ARRAY(
             SELECT n.message_id FROM landed_messages n
-            WHERE n.platform_message_id IS NOT NULL
-              AND (EXISTS (SELECT 1 FROM message_delivery_event e
-                           WHERE NOT e.applied AND e.platform = n.platform
-                             AND e.platform_message_id = n.platform_message_id)
-                   OR (n.direction = 'outbound' AND n.platform IN ('messenger', 'instagram')
-                       AND EXISTS (SELECT 1 FROM message_delivery_event e
-                                   WHERE e.thread_id = n.thread_id AND e.platform_message_id IS NULL
-                                     AND e.event_type IN ('delivered', 'read') AND e.watermark >= n.sent_at)))))
+            LEFT JOIN LATERAL (
+                SELECT true AS hit FROM message_delivery_event e
+                WHERE NOT e.applied AND e.platform = n.platform
+                  AND e.platform_message_id = n.platform_message_id
+                LIMIT 1) r ON true
+            LEFT JOIN LATERAL (
+                SELECT true AS hit FROM message_delivery_event e
+                WHERE n.direction = 'outbound' AND n.platform IN ('messenger', 'instagram')
+                  AND e.thread_id = n.thread_id AND e.platform_message_id IS NULL
+                  AND e.event_type IN ('delivered', 'read') AND e.watermark >= n.sent_at
+                LIMIT 1) w ON true
+            WHERE n.platform_message_id IS NOT NULL AND (r.hit OR w.hit)))
     $q$;
     RETURN NULL;
 END $$;

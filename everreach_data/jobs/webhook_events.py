@@ -12,9 +12,9 @@ retrying cannot fix it.
 
 Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
 Everything that does not lock them — the claim, parsing, building the rows, storing receipts, inserting the
-messages — comes first; 025's trigger then locks the batch's threads in thread_id order at the end of the
-message INSERT, so runs overlap everywhere except the short stretch from there to the commit, and never
-deadlock on threads.
+messages — comes first; the message trigger (``update_thread_timestamp``) then locks the batch's threads in
+``thread_id`` order at the end of the message INSERT, so runs overlap everywhere except the short stretch from
+there to the commit, and never deadlock on threads.
 """
 
 
@@ -44,7 +44,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 # ───────────────────────────── set-based SQL ─────────────────────────────
 
-# New threads only: existing rows are not locked here. 025's message trigger locks the batch's threads (in
+# New threads only: existing rows are not locked here. The message trigger locks the batch's threads (in
 # thread_id order) at the end of INSERT_MESSAGES; names are updated after that (UPDATE_THREAD_NAMES).
 # Inserts go in key order, so two runs creating the same new threads wait on each other, never deadlock.
 INSERT_THREADS = """
