@@ -44,6 +44,7 @@ from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
 from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 from everreach_data.sensors.webhook_events import INTERVAL_SECONDS, next_request  # noqa: E402
+from everreach_data.serving import wait_for_port  # noqa: E402
 
 JOB_CMD = [sys.executable, "-m", "dagster", "job", "execute", "-m", "everreach_data.definitions",
            "-j", "process_webhook_events"]
@@ -138,7 +139,7 @@ def latency(url: str, env: dict[str, str], seconds: float, rate: float) -> dict:
                 i += 1
                 await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
 
-    _wait_port(port)
+    wait_for_port(port)
     sensor = threading.Thread(target=sensor_loop, daemon=True)
     sensor.start()
     try:
@@ -180,19 +181,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("receiver did not start")
 
 
 def main() -> None:

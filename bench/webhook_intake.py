@@ -36,6 +36,7 @@ from everreach_data.config import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
+from everreach_data.serving import wait_for_port  # noqa: E402
 
 SERVER = """
 import sys, uvicorn
@@ -141,16 +142,6 @@ def measured(pid: int, pgdata: Path, port: int, path: str, bodies: list[bytes], 
     return result
 
 
-def wait_for(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=30_000)
@@ -177,7 +168,7 @@ def main() -> None:
     env = {**os.environ, **SANDBOX_DEFAULTS, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(port)], env=env, cwd=ROOT)
     try:
-        wait_for(port, time.monotonic() + 60)
+        wait_for_port(port)
         asyncio.run(load(port, "/api/webhooks/meta", warmup, args.concurrency))
         asyncio.run(load(port, "/bare", warmup, args.concurrency))
         per_round = len(bodies) // args.rounds

@@ -39,3 +39,15 @@ def serve_in_background(app, *, host: str = "127.0.0.1", port: int = 0, lifespan
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 60.0) -> None:
+    """Return once something accepts connections on ``host:port`` (a server started in another process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
