@@ -217,7 +217,13 @@ def run_supervised(procs: list[tuple[str, list[str]]], env: dict[str, str], *, c
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+            # Whatever is left in the group goes too: `dagster dev` leaves orphaned code servers behind
+            # (they outlive their parent and ignore their heartbeat) that would hold the old code.
+            try:
                 os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def cmd_replay_webhooks(args: argparse.Namespace) -> None:
