@@ -8,19 +8,16 @@ up to :data:`DAYS_PER_RUN` partitions per run, not one run per day.
 """
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from pydantic import Field
 
 from everreach_data.assets.ads_writer import Spool, Totals, range_checks, replace_range
 from everreach_data.config import Settings, load_settings
 from everreach_data.db.connection import connect
-from everreach_data.meta.client import GraphClient, RetryPolicy
+from everreach_data.meta.client import GraphClient
 from everreach_data.meta.insights import (
     CHUNK_DAYS,
     DEFAULT_CONVERSION_ACTION_TYPES,
@@ -29,21 +26,23 @@ from everreach_data.meta.insights import (
     InsightsReader,
     check_action_types,
 )
-from everreach_data.partitions import daily_partitions, partitions_start
-from everreach_data.resources import PostgresResource
+from everreach_data.partitions import (
+    BACKFILL_DAYS_PER_RUN,
+    daily_partitions,
+    insights_backfill_policy,
+    partitions_start,
+)
+from everreach_data.resources import GraphAPIResource, PostgresResource
 
 #: A backfill's runs cover up to this many days each — one report run per level and account (the reader's
 #: chunk is the same size), and a failed run redoes at most a quarter.
-DAYS_PER_RUN = CHUNK_DAYS
+DAYS_PER_RUN = BACKFILL_DAYS_PER_RUN
 
 
-class MetaAdsResource(dg.ConfigurableResource):
-    """The Marketing API for the configured ad accounts. Empty fields fall back to the settings
-    (``META_GRAPH_URL``, ``META_API_VERSION``, ``FB_ADS_ACCOUNT_ID``)."""
+class MetaAdsResource(GraphAPIResource):
+    """The Marketing API for the configured ad accounts: a :class:`GraphAPIResource` (token, Graph URL and
+    version) plus how to read insights. Empty ``ad_account_ids`` fall back to ``FB_ADS_ACCOUNT_ID``."""
 
-    access_token: str = Field(description="system-user token with ads_read (FB_ADS_ACCESS_TOKEN)")
-    graph_url: str = ""
-    api_version: str = ""
     ad_account_ids: list[str] = []
     chunk_days: int = CHUNK_DAYS
     page_size: int = 5000
@@ -55,11 +54,6 @@ class MetaAdsResource(dg.ConfigurableResource):
         ids = self.ad_account_ids or (settings or load_settings()).ad_account_ids
         return [i if i.startswith("act_") else f"act_{i}" for i in ids]
 
-    def base_url(self, settings: Settings | None = None) -> str:
-        settings = settings or load_settings()
-        url = (self.graph_url or settings.META_GRAPH_URL).rstrip("/")
-        return f"{url}/{self.api_version or settings.META_API_VERSION}"
-
     def options(self, action_types: tuple[str, ...]) -> InsightsOptions:
         return InsightsOptions(
             chunk_days=self.chunk_days,
@@ -68,13 +62,6 @@ class MetaAdsResource(dg.ConfigurableResource):
             poll_initial_seconds=self.poll_initial_seconds,
             action_types=action_types,
         )
-
-    @contextmanager
-    def client(self, retry: RetryPolicy | None = None) -> Iterator[GraphClient]:
-        with GraphClient(
-            self.base_url(), self.access_token, timeout=self.timeout_seconds, retry=retry
-        ) as client:
-            yield client
 
 
 class AdPerformanceConfig(dg.Config):
@@ -242,7 +229,7 @@ def check_results(result: SyncResult) -> list[dg.AssetCheckResult]:
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_RUN),
+    backfill_policy=insights_backfill_policy,
     check_specs=CHECKS,
     group_name="ads",
     kinds={"postgres", "meta"},
