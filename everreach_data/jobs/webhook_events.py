@@ -11,14 +11,17 @@ itself after a few attempts and never blocks the others. A payload that does not
 retrying cannot fix it.
 
 Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
-Everything that does not lock them — the claim, parsing, building the rows, storing receipts, inserting the
-messages — comes first; the message trigger (``update_thread_timestamp``) then locks the batch's threads in
-``thread_id`` order at the end of the message INSERT, so runs overlap everywhere except the short stretch from
-there to the commit, and never deadlock on threads.
+Everything that does not lock them — the claim, parsing, building the rows, creating new threads — comes
+first; the message trigger (``update_thread_timestamp``) then locks the batch's threads in ``thread_id``
+order at the end of the message INSERT, so runs overlap everywhere except the stretch from there to the
+commit (thread names, receipts), and never deadlock on threads.
+
+Neither of two concurrent batches sees what the other has not committed, so a receipt can be stored while a
+concurrent batch is still writing its message, and neither applies it. Whenever a run finds the queue empty
+(and when it ends) it applies such receipts (:func:`apply_orphans`).
 """
 
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +33,7 @@ import dagster as dg
 import psycopg
 
 from everreach_data.db import webhook_inbox as inbox
+from everreach_data.db.fast_json import decode_with, jsonb
 from everreach_data.meta.webhooks import (
     Deletion, Delivery, Message, Read, Record, Status, WebhookParseError, parse_webhook,
 )
@@ -46,12 +50,17 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 # New threads only: existing rows are not locked here. The message trigger locks the batch's threads (in
 # thread_id order) at the end of INSERT_MESSAGES; names are updated after that (UPDATE_THREAD_NAMES).
+# Threads that exist are filtered out first (NOT EXISTS reads the committed row): left to ON CONFLICT, the
+# unique check would wait for a concurrent run's commit whenever that run has just updated the row.
 # Inserts go in key order, so two runs creating the same new threads wait on each other, never deadlock.
 INSERT_THREADS = """
 INSERT INTO conversation_thread (platform, channel_id, participant_id, participant_name)
 SELECT DISTINCT ON (platform, channel_id, participant_id) platform, channel_id, participant_id, participant_name
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r (platform text, channel_id text, participant_id text, participant_name text)
+WHERE NOT EXISTS (SELECT 1 FROM conversation_thread t
+                  WHERE t.platform = r.platform AND t.channel_id = r.channel_id
+                    AND t.participant_id = r.participant_id)
 ORDER BY platform, channel_id, participant_id, participant_name NULLS LAST
 ON CONFLICT (platform, channel_id, participant_id) DO NOTHING
 """
@@ -90,27 +99,24 @@ ON CONFLICT (platform, platform_message_id) DO UPDATE
       AND message_status_rank(m.status) < message_status_rank('sent')
 """
 
-# Per-message receipts (WhatsApp statuses, Messenger delivery mids, Instagram read.mid, deletions) are
-# stored unapplied, then applied to whichever of their messages exist; the rest wait for 020's triggers.
+# Per-message receipts (WhatsApp statuses, Messenger delivery mids, Instagram read.mid, deletions), stored
+# after the batch's messages: one whose message is here is linked and stored applied, and 021's trigger folds
+# it into the message's status; the rest wait for their message (020's triggers).
 INSERT_RECEIPTS = """
 INSERT INTO message_delivery_event (platform, platform_message_id, event_type, occurred_at, error_code,
-                                    error_title, payload)
-SELECT DISTINCT ON (platform, mid, event_type)
-       platform, mid, event_type, to_timestamp(ts / 1000.0), error_code, error_title, payload
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS r (platform text, mid text, event_type text, ts bigint, error_code integer, error_title text,
-           payload jsonb)
-ORDER BY platform, mid, event_type, ts
+                                    error_title, payload, message_id, thread_id, applied)
+SELECT r.platform, r.mid, r.event_type, to_timestamp(r.ts / 1000.0), r.error_code, r.error_title, r.payload,
+       m.message_id, m.thread_id, m.message_id IS NOT NULL
+FROM (SELECT DISTINCT ON (platform, mid, event_type) *
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS x (platform text, mid text, event_type text, ts bigint, error_code integer, error_title text,
+                 payload jsonb)
+      ORDER BY platform, mid, event_type, ts) r
+LEFT JOIN conversation_message m ON m.platform = r.platform AND m.platform_message_id = r.mid
 ON CONFLICT (platform, platform_message_id, event_type) WHERE platform_message_id IS NOT NULL DO NOTHING
 """
 
-APPLY_RECEIPTS = """
-SELECT apply_pending_delivery_events(ARRAY(
-    SELECT m.message_id FROM conversation_message m
-    JOIN unnest(%(platforms)s::text[], %(mids)s::text[]) AS u (platform, mid)
-      ON m.platform = u.platform AND m.platform_message_id = u.mid
-    ORDER BY m.message_id))
-"""
+APPLY_ORPHANS = "SELECT apply_orphaned_delivery_events() AS changed"
 
 # Messenger watermarks: everything outbound in the thread sent at or before the watermark is delivered
 # (or read). Stored once per (thread, type, watermark); a replay inserts nothing and so updates nothing.
@@ -206,36 +212,37 @@ class Rows:
                                 "watermark": watermark_ms, "ts": record.timestamp_ms})
 
 
-def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, separators=(",", ":"))
-
-
 def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
     """Write ``records`` with a handful of set-based statements, in the caller's transaction.
 
-    Order matters for concurrent runs (module docstring): every parameter is built, and receipts are stored
-    (unapplied; messages landing below pick them up through 020's trigger), before the first statement
-    that locks thread rows.
+    Order matters for concurrent runs (module docstring): as little as possible comes after the message
+    INSERT, which locks the batch's threads. Watermarks go before it (the INSERT's trigger applies them to
+    the batch's own messages); receipts after it, so that those whose message is in this batch are stored
+    applied.
     """
     rows = Rows()
     for record in records:
         rows.add(record)
-    threads, messages = _json(rows.threads), _json(rows.messages)
-    messages_threads = _json([t for t in rows.threads if t["participant_name"] is not None])
-    receipts, watermarks = _json(rows.receipts), _json(rows.watermarks)
-    pairs = sorted({(r["platform"], r["mid"]) for r in rows.receipts})
-    if rows.receipts:
-        conn.execute(INSERT_RECEIPTS, {"rows": receipts})
+    named_threads = [t for t in rows.threads if t["participant_name"] is not None]
     if rows.threads:
-        conn.execute(INSERT_THREADS, {"rows": threads})
-    if rows.messages:
-        conn.execute(INSERT_MESSAGES, {"rows": messages})
-        conn.execute(UPDATE_THREAD_NAMES, {"rows": messages_threads})
-    if rows.receipts:
-        conn.execute(APPLY_RECEIPTS, {"platforms": [p for p, _ in pairs], "mids": [m for _, m in pairs]})
+        conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)})
     if rows.watermarks:
-        conn.execute(APPLY_WATERMARKS, {"rows": watermarks})
+        conn.execute(APPLY_WATERMARKS, {"rows": jsonb(rows.watermarks)})
+    if rows.messages:
+        conn.execute(INSERT_MESSAGES, {"rows": jsonb(rows.messages)})
+    if named_threads:
+        conn.execute(UPDATE_THREAD_NAMES, {"rows": jsonb(named_threads)})
+    if rows.receipts:
+        conn.execute(INSERT_RECEIPTS, {"rows": jsonb(rows.receipts)})
     return rows
+
+
+def apply_orphans(conn: psycopg.Connection) -> int:
+    """Apply receipts that raced their message: stored while a concurrent transaction was writing the
+    message, neither saw the other. Returns the number of message updates (a message can take one from its
+    own receipts and one from its thread's watermarks)."""
+    row = conn.execute(APPLY_ORPHANS).fetchone()
+    return row["changed"] if isinstance(row, dict) else row[0]
 
 
 # ───────────────────────────── batches and the drain loop ─────────────────────────────
@@ -249,6 +256,7 @@ class DrainStats:
     failed: int = 0
     messages: int = 0
     receipts: int = 0
+    orphans_applied: int = 0  # message updates from receipts that raced their message (apply_orphans)
     seconds: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
@@ -292,8 +300,8 @@ def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent
             else:
                 records.extend(result)
                 done.append(event.webhook_event_id)
+        inbox.finish(conn, done, unparsable)  # first: it locks no threads (module docstring)
         rows = apply_records(conn, records)
-        inbox.finish(conn, done, unparsable)
     stats.batches += 1
     stats.done += len(done)
     stats.failed += len(unparsable)
@@ -362,20 +370,28 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     ``conn`` must be in autocommit mode: each batch is its own transaction.
     """
     inbox.configure_session(conn, lease_seconds=lease_seconds)
+    decode_with(conn)
     stats = DrainStats()
     idle_since: float | None = None
+    unswept = False  # batches committed since the last apply_orphans()
     started = time.perf_counter()
     while max_batches is None or stats.batches < max_batches:
         if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
             break
         if not process_batch(conn, stats, limit=batch_size, max_attempts=max_attempts,
                              backoff_seconds=backoff_seconds):
+            if unswept:
+                stats.orphans_applied += apply_orphans(conn)
+                unswept = False
             idle_since = idle_since if idle_since is not None else time.perf_counter()
             if time.perf_counter() - idle_since >= linger_seconds:
                 break
             time.sleep(poll_seconds)
             continue
         idle_since = None
+        unswept = True
+    if unswept:
+        stats.orphans_applied += apply_orphans(conn)
     stats.seconds = time.perf_counter() - started
     return stats
 

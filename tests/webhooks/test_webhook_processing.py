@@ -17,7 +17,7 @@ import pytest
 
 from everreach_data.cli import main as cli_main
 from everreach_data.db import webhook_inbox as inbox
-from everreach_data.jobs.webhook_events import drain
+from everreach_data.jobs.webhook_events import apply_records, drain
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_data.sandbox.traffic import TrafficGenerator
 
@@ -246,6 +246,44 @@ def test_two_concurrent_drains_process_each_event_exactly_once(db_url, db):
     expected = _expected_messages(bodies)
     assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == expected
     assert db.execute("SELECT count(*) AS n FROM user_event").fetchone()["n"] == expected
+    # Receipts whose message a concurrent batch was writing are applied once the runs find the queue empty.
+    assert db.execute("SELECT count(*) AS n FROM message_delivery_event e JOIN conversation_message m "
+                      "ON m.platform = e.platform AND m.platform_message_id = e.platform_message_id "
+                      "WHERE NOT e.applied").fetchone()["n"] == 0
+
+
+def test_receipts_racing_their_message_in_a_concurrent_batch_are_applied(db_url, db):
+    t = 1718000000000
+    page_to_user = {"sender": {"id": p.PAGE}, "recipient": {"id": p.PSID}}
+    user_to_page = {"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}}
+    process(db_url, p.messenger_items({**user_to_page, "timestamp": t, "message": {"mid": "m_in", "text": "hi"}}))
+    echo = p.messenger_items({**page_to_user, "timestamp": t + 1000,
+                              "message": {"mid": "m_race", "is_echo": True, "text": "hello"}})
+    receipts = p.messenger_items({**user_to_page, "timestamp": t + 2000,
+                                  "delivery": {"mids": ["m_race"], "watermark": t + 2000}},
+                                 {**user_to_page, "timestamp": t + 3000, "read": {"watermark": t + 3000}})
+    # Two runs' batches in flight at once: each transaction cannot see what the other has not committed.
+    with psycopg.connect(db_url) as first, psycopg.connect(db_url) as second:
+        apply_records(first, parse_webhook(echo).records)
+        apply_records(second, parse_webhook(receipts).records)
+        second.commit()
+        first.commit()
+    assert message(db, "m_race")["status"] == "sent"
+    stats = process(db_url, p.messenger_items({**user_to_page, "timestamp": t + 4000,
+                                               "message": {"mid": "m_in2", "text": "thanks"}}))
+    assert stats.orphans_applied == 2  # the delivery by mid, then the read watermark
+    row = message(db, "m_race")
+    assert (row["status"], row["delivered_at"], row["read_at"]) == ("read", ms(t + 2000), ms(t + 3000))
+
+
+def test_integers_beyond_64_bits_are_kept(db_url, db):
+    # Postgres's jsonb takes any integer; the drain's fast JSON path must not choke on one.
+    payload = p.clone(p.WHATSAPP_TEXT)
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["big"] = 123456789012345678901234567890
+    stats = process(db_url, payload)
+    assert (stats.done, stats.failed) == (1, 0)
+    mid = payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+    assert message(db, mid)["payload"]["big"] == 123456789012345678901234567890
 
 
 def claimable(db: psycopg.Connection) -> int:
