@@ -75,13 +75,17 @@ def throughput(url: str, n: int) -> dict:
     cpu0 = time.process_time()
     stats = drain_url(url, workers=2, batch_size=1000)
     with psycopg.connect(url) as conn:
-        done, messages, receipts = conn.execute(
+        done, messages, receipts, stranded = conn.execute(
             "SELECT (SELECT count(*) FROM meta_webhook_event WHERE status = 'done'), "
-            "(SELECT count(*) FROM conversation_message), (SELECT count(*) FROM message_delivery_event)").fetchone()
+            "(SELECT count(*) FROM conversation_message), (SELECT count(*) FROM message_delivery_event), "
+            "(SELECT count(*) FROM message_delivery_event e JOIN conversation_message m "
+            " ON m.platform = e.platform AND m.platform_message_id = e.platform_message_id "
+            " WHERE NOT e.applied)").fetchone()
     return {"events": n, "events_mix": mix, "drain_seconds": round(stats.seconds, 2),
             "events_per_s": round(n / stats.seconds), "goal_events_per_s": 10_000,
             "python_cpu_seconds": round(time.process_time() - cpu0, 2),
-            "all_done": done == n, "messages_written": messages, "receipts_written": receipts}
+            "all_done": done == n, "messages_written": messages, "receipts_written": receipts,
+            "message_updates_from_raced_receipts": stats.orphans_applied, "receipts_left_unapplied": stranded}
 
 
 def startup(url: str, env: dict[str, str]) -> dict:
