@@ -103,19 +103,8 @@ BEGIN
     END IF;
 
     -- Messenger watermarks already stored for the thread cover outbound messages sent before them.
-    WITH given AS MATERIALIZED (
-        SELECT m2.message_id, m2.thread_id, m2.sent_at
-        FROM conversation_message m2
-        WHERE m2.message_id = ANY (p_message_ids)
-          AND m2.direction = 'outbound' AND m2.status IN ('sent', 'delivered')
-          AND m2.platform IN ('messenger', 'instagram')
-    )
-    UPDATE conversation_message m
-    SET status = CASE WHEN wm.read_at IS NOT NULL THEN 'read' ELSE 'delivered' END,
-        delivered_at = LEAST(m.delivered_at, wm.delivered_at, wm.read_at),
-        read_at = LEAST(m.read_at, wm.read_at),
-        updated_at = now()
-    FROM (
+    -- MATERIALIZED: inlined, each probe would run once per reference to its result.
+    WITH wm AS MATERIALIZED (
         SELECT g.message_id,
                (SELECT e.occurred_at FROM message_delivery_event e
                 WHERE e.thread_id = g.thread_id AND e.platform_message_id IS NULL
@@ -125,8 +114,17 @@ BEGIN
                 WHERE e.thread_id = g.thread_id AND e.platform_message_id IS NULL
                   AND e.event_type = 'read' AND e.watermark >= g.sent_at
                 ORDER BY e.watermark LIMIT 1) AS read_at
-        FROM given g
-    ) wm
+        FROM conversation_message g
+        WHERE g.message_id = ANY (p_message_ids)
+          AND g.direction = 'outbound' AND g.status IN ('sent', 'delivered')
+          AND g.platform IN ('messenger', 'instagram')
+    )
+    UPDATE conversation_message m
+    SET status = CASE WHEN wm.read_at IS NOT NULL THEN 'read' ELSE 'delivered' END,
+        delivered_at = LEAST(m.delivered_at, wm.delivered_at, wm.read_at),
+        read_at = LEAST(m.read_at, wm.read_at),
+        updated_at = now()
+    FROM wm
     WHERE m.message_id = wm.message_id
       AND (wm.read_at IS NOT NULL OR (wm.delivered_at IS NOT NULL AND m.status = 'sent'));
     GET DIAGNOSTICS n = ROW_COUNT;
