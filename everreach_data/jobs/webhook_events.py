@@ -11,10 +11,10 @@ itself after a few attempts and never blocks the others. A payload that does not
 retrying cannot fix it.
 
 Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
-Everything that does not lock them — the claim, parsing, building the rows, creating new threads — comes
-first; the message trigger (``update_thread_timestamp``) then locks the batch's threads in ``thread_id``
-order at the end of the message INSERT, so runs overlap everywhere except the stretch from there to the
-commit (thread names, receipts), and never deadlock on threads.
+Everything that does not lock them — the claim, parsing, building the rows, the done marks, creating new
+threads, watermarks — comes first; the message trigger (``update_thread_timestamp``) then locks the batch's
+threads in ``thread_id`` order at the end of the message INSERT, so runs overlap everywhere except the
+stretch from there to the commit (thread names, receipts), and never deadlock on threads.
 
 Neither of two concurrent batches sees what the other has not committed, so a receipt can be stored while a
 concurrent batch is still writing its message, and neither applies it. Whenever a run finds the queue empty
@@ -241,7 +241,14 @@ def apply_orphans(conn: psycopg.Connection) -> int:
     """Apply receipts that raced their message: stored while a concurrent transaction was writing the
     message, neither saw the other. Returns the number of message updates (a message can take one from its
     own receipts and one from its thread's watermarks)."""
-    row = conn.execute(APPLY_ORPHANS).fetchone()
+    try:
+        row = conn.execute(APPLY_ORPHANS).fetchone()
+    except psycopg.Error as exc:
+        if conn.closed or conn.broken:
+            raise
+        # E.g. a deadlock with another run's sweep: the receipts stay unapplied until the next one.
+        log.warning("applying receipts that raced their message failed (%s); the next sweep retries", exc)
+        return 0
     return row["changed"] if isinstance(row, dict) else row[0]
 
 
