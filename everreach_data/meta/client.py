@@ -22,7 +22,7 @@ import json as jsonlib
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -85,6 +85,8 @@ class CallStats:
 
 #: Meta's limit of calls in one batch request.
 MAX_BATCH = 50
+#: One step of :meth:`_Policy.batch_steps`: ("post", the calls to send) or ("pause", seconds).
+BatchStep = tuple[str, Any]
 
 
 def _form_value(value: Any) -> str:
@@ -207,6 +209,30 @@ class _Policy:
         waits = [self.wait_after(r.error, attempt) for r in results if r.error and r.error.retryable]
         return None if not waits or None in waits else max(w for w in waits if w is not None)
 
+    def batch_steps(self, calls: Sequence[BatchCall], retry: bool) -> Generator[BatchStep, JSON | None,
+                                                                                   list[BatchResult]]:
+        """The batch loop without I/O, so the sync and async clients share it: yields ``("post", calls)``
+        for each HTTP request (send back its body) and ``("pause", seconds)`` between retries; returns the
+        results in the order of ``calls``."""
+        results: list[BatchResult | None] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        attempt = 0
+        while pending:
+            for start in range(0, len(pending), MAX_BATCH):
+                chunk = pending[start : start + MAX_BATCH]
+                sent = [calls[i] for i in chunk]
+                body = yield ("post", sent)
+                for i, result in zip(chunk, self.batch_results(sent, body), strict=True):
+                    results[i] = result
+            failed = [r for i in pending if (r := results[i]) is not None]
+            wait = self.batch_retry_wait(failed, attempt) if retry else None
+            if wait is None:
+                break
+            pending = [i for i in pending if (r := results[i]) is not None and r.error and r.error.retryable]
+            yield ("pause", max(0.0, wait - self.pause_before_call()))  # _request adds the pacing
+            attempt += 1
+        return [r for r in results if r is not None]
+
 
 def _batch_result(call: BatchCall, answer: Any) -> BatchResult:
     if answer is None:
@@ -307,24 +333,18 @@ class GraphClient:
         is transient or throttling (or that were not run) are sent again, together, after the backoff and
         the usage pacing; what still fails after ``max_attempts`` is returned as failed. A failure of the
         batch request itself (transport, a bad token for the whole batch) raises as :meth:`request` does."""
-        results: list[BatchResult | None] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        attempt = 0
-        while pending:
-            for start in range(0, len(pending), MAX_BATCH):
-                chunk = pending[start : start + MAX_BATCH]
-                sent = [calls[i] for i in chunk]
-                body = self._request("POST", "", data=self._policy.batch_form(sent), carried=len(sent))
-                for i, result in zip(chunk, self._policy.batch_results(sent, body), strict=True):
-                    results[i] = result
-            failed = [r for i in pending if (r := results[i]) is not None]
-            wait = self._policy.batch_retry_wait(failed, attempt) if retry else None
-            if wait is None:
-                break
-            pending = [i for i in pending if (r := results[i]) is not None and r.error and r.error.retryable]
-            self._pause(max(0.0, wait - self._policy.pause_before_call()))  # _request adds the pacing
-            attempt += 1
-        return [r for r in results if r is not None]
+        steps = self._policy.batch_steps(calls, retry)
+        try:
+            step, arg = next(steps)
+            while True:
+                if step == "post":
+                    reply = self._request("POST", "", data=self._policy.batch_form(arg), carried=len(arg))
+                else:
+                    self._pause(arg)
+                    reply = None
+                step, arg = steps.send(reply)
+        except StopIteration as finished:
+            return finished.value
 
     def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[JSON]:
         """Every item of ``data`` across pages, following ``paging.next`` until it is absent."""
@@ -402,27 +422,20 @@ class AsyncGraphClient:
 
     async def batch(self, calls: Sequence[BatchCall], *, retry: bool = True) -> list[BatchResult]:
         """:meth:`GraphClient.batch` for asyncio callers."""
-        results: list[BatchResult | None] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        attempt = 0
-        while pending:
-            for start in range(0, len(pending), MAX_BATCH):
-                chunk = pending[start : start + MAX_BATCH]
-                sent = [calls[i] for i in chunk]
-                body = await self._request("POST", "", data=self._policy.batch_form(sent), carried=len(sent))
-                for i, result in zip(chunk, self._policy.batch_results(sent, body), strict=True):
-                    results[i] = result
-            failed = [r for i in pending if (r := results[i]) is not None]
-            wait = self._policy.batch_retry_wait(failed, attempt) if retry else None
-            if wait is None:
-                break
-            pending = [i for i in pending if (r := results[i]) is not None and r.error and r.error.retryable]
-            wait = max(0.0, wait - self._policy.pause_before_call())  # _request adds the pacing
-            if wait > 0:
-                self.stats.paused_seconds += wait
-                await asyncio.sleep(wait)
-            attempt += 1
-        return [r for r in results if r is not None]
+        steps = self._policy.batch_steps(calls, retry)
+        try:
+            step, arg = next(steps)
+            while True:
+                if step == "post":
+                    reply = await self._request("POST", "", data=self._policy.batch_form(arg), carried=len(arg))
+                else:
+                    if arg > 0:
+                        self.stats.paused_seconds += arg
+                        await asyncio.sleep(arg)
+                    reply = None
+                step, arg = steps.send(reply)
+        except StopIteration as finished:
+            return finished.value
 
     async def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> AsyncIterator[JSON]:
         body = await self.request("GET", path, params=params)
