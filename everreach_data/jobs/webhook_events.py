@@ -22,9 +22,11 @@ concurrent batch is still writing its message, and neither applies it. Whenever 
 """
 
 
+import gc
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -403,6 +405,21 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     return stats
 
 
+@contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Keep the cyclic GC off what was allocated before the drain.
+
+    Parsing allocates a few dozen containers per event, so the GC runs often, and every full collection
+    walks all the objects Dagster and its imports hold — a quarter of the drain's Python time. Frozen objects
+    are skipped (they are still freed by reference counting); collections then see only the drain's own.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def drain_url(url: str, *, workers: int = 1, **kwargs: Any) -> DrainStats:
     """:func:`drain` on ``workers`` connections at once (threads; claims never overlap), stats summed.
 
@@ -413,9 +430,10 @@ def drain_url(url: str, *, workers: int = 1, **kwargs: Any) -> DrainStats:
             return drain(conn, **kwargs)
 
     if workers <= 1:
-        return one()
+        with _heap_frozen():
+            return one()
     started = time.perf_counter()
-    with ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
+    with _heap_frozen(), ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
         results = [f.result() for f in [pool.submit(one) for _ in range(workers)]]
     total = DrainStats()
     for result in results:
