@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from everreach_data.db.fast_json import dumps, loads
@@ -17,6 +17,9 @@ json_values = st.recursive(
 
 
 @given(json_values)
+@example(2**64)  # 20 digits: beyond orjson's integers
+@example(-(2**63) - 1)  # 19 digits, below int64
+@example({"id": "1234567890123456789", "ts": 1732492800123})  # 19 digits in a string: correct either way
 def test_round_trips_any_json_value_including_integers_beyond_64_bits(value):
     assert loads(dumps(value)) == json.loads(json.dumps(value))
 
