@@ -80,20 +80,26 @@ WHERE t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_
 """
 
 # Inbound replays change nothing. An echo of a message we sent (the sender's row already carries the mid)
-# updates that row (at least `sent`) instead of creating a duplicate; other echoes become outbound rows.
+# updates that row (at least `sent`) instead of creating a duplicate; other echoes become outbound rows,
+# already delivered or read if their thread's watermark is here (022: watermark_receipts).
 INSERT_MESSAGES = """
 INSERT INTO conversation_message AS m (thread_id, platform, platform_message_id, direction, message_type,
-                                       content, payload, status, is_echo, reply_to_id, sent_at)
+                                       content, payload, status, is_echo, reply_to_id, sent_at,
+                                       delivered_at, read_at)
 SELECT t.thread_id, r.platform, r.mid, r.direction, r.message_type, r.content, r.payload,
-       CASE WHEN r.direction = 'inbound' THEN 'received' ELSE 'sent' END,
-       r.is_echo, r.reply_to_id, to_timestamp(r.ts / 1000.0)
-FROM (SELECT DISTINCT ON (platform, mid) *
+       CASE WHEN r.direction = 'inbound' THEN 'received' WHEN wm.read_at IS NOT NULL THEN 'read'
+            WHEN wm.delivered_at IS NOT NULL THEN 'delivered' ELSE 'sent' END,
+       r.is_echo, r.reply_to_id, r.sent_at, LEAST(wm.delivered_at, wm.read_at), wm.read_at
+FROM (SELECT DISTINCT ON (platform, mid) *, to_timestamp(ts / 1000.0) AS sent_at
       FROM jsonb_to_recordset(%(rows)s::jsonb)
            AS x (platform text, channel_id text, participant_id text, mid text, direction text,
                  message_type text, content text, payload jsonb, is_echo boolean, reply_to_id text, ts bigint)
       ORDER BY platform, mid) r
 JOIN conversation_thread t
   ON t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_id = r.participant_id
+LEFT JOIN LATERAL (  -- OFFSET 0: kept a subquery, its WHERE spares inbound rows the probes
+    SELECT * FROM watermark_receipts(t.thread_id, r.sent_at)
+    WHERE r.direction = 'outbound' AND r.platform IN ('messenger', 'instagram') OFFSET 0) wm ON true
 ORDER BY r.platform, r.mid
 ON CONFLICT (platform, platform_message_id) DO UPDATE
     SET status = 'sent', updated_at = now()

@@ -120,6 +120,26 @@ def test_read_watermarks_out_of_order_never_regress(db_url, db):
     assert (status(first), status(second)) == ("read", "delivered")
 
 
+def test_echoes_after_their_watermarks_land_delivered_or_read_in_one_write(db_url, db):
+    at = lambda minute: int(datetime(2024, 6, 10, 6, minute, tzinfo=timezone.utc).timestamp() * 1000)  # noqa: E731
+    user = {"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}}
+    process(db_url, p.messenger_items({**user, "timestamp": at(31), "delivery": {"watermark": at(30)}},
+                                      {**user, "timestamp": at(21), "read": {"watermark": at(20)}}))
+    page = {"sender": {"id": p.PAGE}, "recipient": {"id": p.PSID}}
+    echoes = p.messenger_items(*({**page, "timestamp": at(m), "message": {"mid": f"m_e{m}", "is_echo": True}}
+                                 for m in (10, 25, 40)))
+    with db.transaction():
+        apply_records(db, parse_webhook(echoes).records)
+        rewritten = db.execute("SELECT pg_stat_get_xact_tuples_updated('conversation_message'::regclass) AS n")
+        assert rewritten.fetchone()["n"] == 0  # inserted with their status, not inserted `sent` and updated
+    rows = {r["platform_message_id"]: r for r in db.execute(
+        "SELECT platform_message_id, status, delivered_at, read_at FROM conversation_message")}
+    assert {mid: r["status"] for mid, r in rows.items()} == {"m_e10": "read", "m_e25": "delivered",
+                                                           "m_e40": "sent"}
+    assert (rows["m_e10"]["delivered_at"], rows["m_e10"]["read_at"]) == (ms(at(21)), ms(at(21)))
+    assert (rows["m_e25"]["delivered_at"], rows["m_e25"]["read_at"]) == (ms(at(31)), None)
+
+
 def test_receipts_before_the_message_apply_when_the_sender_stores_its_id(db_url, db):
     process(db_url, p.wa_status("wamid.late", "delivered", 1700000010), p.wa_status("wamid.late", "read", 1700000020))
     pending = db.execute("SELECT count(*) AS n FROM message_delivery_event WHERE NOT applied").fetchone()["n"]
