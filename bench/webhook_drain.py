@@ -40,6 +40,7 @@ from everreach_data.db import webhook_inbox as inbox  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.jobs.webhook_events import drain_url, process_webhook_events  # noqa: E402
+from procstat import postgres_cpu  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
 from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
@@ -62,7 +63,7 @@ def unique_bodies(n: int, seed: int) -> list[bytes]:
     raise AssertionError
 
 
-def throughput(url: str, n: int) -> dict:
+def throughput(url: str, pgdata: Path, n: int) -> dict:
     bodies = unique_bodies(n, seed=1)
     mix: dict[str, int] = {}
     with psycopg.connect(url, autocommit=True) as conn:
@@ -72,8 +73,9 @@ def throughput(url: str, n: int) -> dict:
                 mix[obj] = mix.get(obj, 0) + 1
                 copy.write_row((obj, raw.decode(), hashlib.sha256(raw).digest()))
         conn.execute("ANALYZE")
-    cpu0 = time.process_time()
+    cpu0, pg0 = time.process_time(), postgres_cpu(pgdata)
     stats = drain_url(url, workers=2, batch_size=1000)
+    python_cpu, pg_cpu = time.process_time() - cpu0, postgres_cpu(pgdata) - pg0
     with psycopg.connect(url) as conn:
         done, messages, receipts, stranded = conn.execute(
             "SELECT (SELECT count(*) FROM meta_webhook_event WHERE status = 'done'), "
@@ -83,7 +85,7 @@ def throughput(url: str, n: int) -> dict:
             " WHERE NOT e.applied)").fetchone()
     return {"events": n, "events_mix": mix, "drain_seconds": round(stats.seconds, 2),
             "events_per_s": round(n / stats.seconds), "goal_events_per_s": 10_000,
-            "python_cpu_seconds": round(time.process_time() - cpu0, 2),
+            "python_cpu_seconds": round(python_cpu, 2), "postgres_cpu_seconds": round(pg_cpu, 2),
             "all_done": done == n, "messages_written": messages, "receipts_written": receipts,
             "message_updates_from_raced_receipts": stats.orphans_applied, "receipts_left_unapplied": stranded}
 
@@ -202,7 +204,7 @@ def main() -> None:
     dagster_home.mkdir()
     env = {**os.environ, **SANDBOX_DEFAULTS, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": str(ROOT)}
     result = {"bench": "webhook_drain", "cpus": os.cpu_count(), "load_avg_1m_before": round(os.getloadavg()[0], 2)}
-    result.update(throughput(url, args.events))
+    result.update(throughput(url, server.pgdata, args.events))
     result.update(startup(latency_url, {**env, "DATABASE_URL": latency_url}))
     result.update(latency(latency_url, {**env, "DATABASE_URL": latency_url}, args.latency_seconds, args.rate))
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)

@@ -37,6 +37,7 @@ from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 from everreach_data.serving import wait_for_port  # noqa: E402
+from procstat import cpu_seconds, postgres_cpu  # noqa: E402
 
 SERVER = """
 import sys, uvicorn
@@ -112,25 +113,6 @@ def summary(rounds: list[dict]) -> dict:
             "server_cpu_us_per_req": round(sum(r["server_cpu"] for r in rounds) / len(latencies) * 1e6),
             "postgres_cpu_us_per_req": round(sum(r["postgres_cpu"] for r in rounds) / len(latencies) * 1e6),
             "client_cpu_us_per_req": round(sum(r["client_cpu"] for r in rounds) / len(latencies) * 1e6)}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_cpu(pgdata: Path) -> float:
-    """CPU of the embedded server's live processes (postmaster children: backends, WAL writer, …)."""
-    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == postmaster:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def measured(pid: int, pgdata: Path, port: int, path: str, bodies: list[bytes], concurrency: int) -> dict:
