@@ -40,12 +40,12 @@ from everreach_data.db import webhook_inbox as inbox  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.jobs.webhook_events import drain_url, process_webhook_events  # noqa: E402
-from procstat import postgres_cpu  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
 from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 from everreach_data.sensors.webhook_events import INTERVAL_SECONDS, next_request  # noqa: E402
 from everreach_data.serving import wait_for_port  # noqa: E402
+from procstat import postgres_cpu  # noqa: E402
 
 JOB_CMD = [sys.executable, "-m", "dagster", "job", "execute", "-m", "everreach_data.definitions",
            "-j", "process_webhook_events"]
@@ -78,7 +78,8 @@ def throughput(url: str, pgdata: Path, n: int) -> dict:
     python_cpu = time.process_time() - cpu0
     with psycopg.connect(url) as conn:
         # The drain's backends count once they have exited (their CPU moves to the postmaster's children).
-        others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        others = ("SELECT count(*) FROM pg_stat_activity "
+                  "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         for _ in range(500):
             if conn.execute(others).fetchone()[0] == 0:
                 break
