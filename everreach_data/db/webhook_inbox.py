@@ -8,8 +8,14 @@ transaction rolls back, and its row locks vanish with it: the rows are simply pe
 is lost or applied twice. A run that hangs inside a batch is cut off by ``idle_in_transaction_session_timeout``
 (:func:`configure_session`), with the same effect.
 
-``attempts`` counts processing attempts that ended: it goes up by one when an event is finished, and by one
-in a short transaction of its own (:func:`record_failure`) when a batch holding it failed.
+``attempts`` counts processing attempts that ended: it goes up by one when an event is finished, by one
+in a short transaction of its own (:func:`record_failure`) when a batch holding it failed, and by one when
+the run processing it died (:func:`recover_dead_batches`).
+
+A rollback leaves no trace, so each batch is also recorded in ``webhook_drain_batch`` (024) while it runs:
+:func:`track` commits the record on a second connection once the batch's transaction holds an advisory lock
+on its key, and :func:`untrack` deletes it in that transaction. A record whose lock nobody holds is a batch
+whose run died; without it, an event that kills the drain would be claimed (and kill it) for ever.
 
 Rows left ``processing`` with an expired lease by older versions of the drain are still claimed.
 """
@@ -72,6 +78,27 @@ WHERE status = ANY(%(statuses)s::text[])
   AND (status <> 'ignored' OR object = ANY(%(handled)s::text[]))
 """
 
+LOCK_BATCH = "SELECT pg_advisory_xact_lock(%(key)s)"
+TRACK_BATCH = "INSERT INTO webhook_drain_batch (batch_key, event_ids) VALUES (%(key)s, %(ids)s)"
+UNTRACK_BATCH = "DELETE FROM webhook_drain_batch WHERE batch_key = %(key)s"
+
+# Records whose key is not locked: their batch's transaction is over, and it did not commit. The recovering
+# transaction holds the keys it took until it ends, so two runs never recover the same batch.
+TAKE_DEAD_BATCHES = """
+DELETE FROM webhook_drain_batch WHERE pg_try_advisory_xact_lock(batch_key) RETURNING event_ids
+"""
+
+COUNT_DEATH = """
+UPDATE meta_webhook_event
+SET attempts = attempts + 1,
+    status = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE status END,
+    processed_at = CASE WHEN attempts + 1 >= %(max_attempts)s THEN now() ELSE processed_at END,
+    last_error = %(error)s
+WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'processing')
+RETURNING webhook_event_id, status
+"""
+DIED = "the drain run processing this event died (killed, out of memory or crashed)"
+
 HAS_WORK = f"""
 SELECT count(*) AS n, max(webhook_event_id) AS max_id FROM (
     SELECT webhook_event_id FROM meta_webhook_event WHERE {_CLAIMABLE} LIMIT %(limit)s
@@ -111,6 +138,30 @@ def finish(conn: psycopg.Connection, done: list[int], failed: dict[int, str] | N
     ids = done + list(failed)
     if ids:
         conn.execute(FINISH, {"ids": ids, "errors": [None] * len(done) + list(failed.values())})
+
+
+def track(conn: psycopg.Connection, tracker: psycopg.Connection, key: int, ids: list[int]) -> None:
+    """In the batch's transaction on ``conn``: lock ``key``, then record the batch on ``tracker`` (an
+    autocommit connection), so the record exists only while the lock is held or after the run died."""
+    conn.execute(LOCK_BATCH, {"key": key})
+    tracker.execute(TRACK_BATCH, {"key": key, "ids": ids})
+
+
+def untrack(conn: psycopg.Connection, key: int) -> None:
+    """In the batch's transaction: its record goes with its commit."""
+    conn.execute(UNTRACK_BATCH, {"key": key})
+
+
+def recover_dead_batches(conn: psycopg.Connection, *, max_attempts: int) -> tuple[list[int], list[int]]:
+    """Own transaction: count an attempt for each event of every batch whose run died; those out of attempts
+    are ``failed``. Returns (ids still pending, to retry one at a time; ids failed)."""
+    with conn.transaction():
+        ids = sorted({i for row in conn.execute(TAKE_DEAD_BATCHES).fetchall() for i in _get(row, 0, "event_ids")})
+        if not ids:
+            return [], []
+        rows = conn.execute(COUNT_DEATH, {"ids": ids, "max_attempts": max_attempts, "error": DIED}).fetchall()
+    statuses = {_get(r, 0, "webhook_event_id"): _get(r, 1, "status") for r in rows}
+    return ([i for i in ids if statuses.get(i) == "pending"], [i for i in ids if statuses.get(i) == "failed"])
 
 
 def record_failure(conn: psycopg.Connection, event_id: int, error: str, *, max_attempts: int,

@@ -5,10 +5,11 @@ Dagster; the job ``process_webhook_events`` is a thin op over :func:`drain`.
 
 One batch = one transaction: claim (``FOR UPDATE SKIP LOCKED``), set-based SQL over the batch's records
 (``jsonb_to_recordset``), then the events marked done — so a killed run rolls back and leaves nothing
-behind but pending rows. A database error in a batch is retried once whole (deadlocks between concurrent
-runs), then the batch is split in halves until the event at fault stands alone, so a poison event fails by
-itself after a few attempts and never blocks the others. A payload that does not parse fails at once:
-retrying cannot fix it.
+behind but pending rows (and its batch's record, :func:`recover_dead_batches`). A database error in a batch
+is retried once whole (deadlocks between concurrent runs), then the batch is split in halves until the event
+at fault stands alone, so a poison event fails by itself after a few attempts and never blocks the others.
+A payload that does not parse fails at once: retrying cannot fix it. An event that kills the run itself is
+retried alone after the first death, and fails after a few.
 
 Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
 Everything that does not lock them — the claim, parsing, building the rows, the done marks, creating new
@@ -24,6 +25,7 @@ concurrent batch is still writing its message, and neither applies it. Whenever 
 
 import gc
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -272,6 +274,7 @@ class DrainStats:
     messages: int = 0
     receipts: int = 0
     orphans_applied: int = 0  # message updates from receipts that raced their message (apply_orphans)
+    recovered: int = 0  # events of batches whose run died: counted an attempt, then retried one at a time
     seconds: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
@@ -287,36 +290,54 @@ Parsed = dict[int, "list[Record] | str"]
 class _Options:
     max_attempts: int
     backoff_seconds: float
+    #: Autocommit connection that records batches in flight (webhook_inbox.track); None: not recorded.
+    tracker: psycopg.Connection | None = None
+
+    def connection_lost(self, conn: psycopg.Connection) -> bool:
+        return any(c.closed or c.broken for c in (conn, self.tracker) if c is not None)
 
 
 def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent]],
-           claimed: list[inbox.ClaimedEvent], parsed: Parsed, stats: DrainStats) -> None:
-    """One transaction: claim (row locks), parse, write, mark done/failed, commit.
+           claimed: list[inbox.ClaimedEvent], parsed: Parsed, stats: DrainStats, opts: _Options) -> None:
+    """One transaction: claim (row locks), record the batch, parse, write, mark done/failed, commit.
 
     ``claimed`` receives the events as soon as they are locked, so a caller whose batch failed knows
-    which events to retry. Any exception rolls everything back, locks included.
+    which events to retry. Any exception rolls everything back, locks included. The batch's record in
+    ``webhook_drain_batch`` goes with its commit, or when it fails with a database error (its caller counts
+    that attempt); after anything else — a bug, a kill — it stays, and the next run treats the batch as one
+    whose run died.
     """
-    with conn.transaction():
-        events = claim()
-        claimed.extend(events)
-        records: list[Record] = []
-        done: list[int] = []
-        unparsable: dict[int, str] = {}
-        for event in events:
-            result = parsed.get(event.webhook_event_id)
-            if result is None:
-                try:
-                    result = parse_webhook(event.payload).records
-                except WebhookParseError as exc:
-                    result = f"unparsable payload: {exc}"
-                parsed[event.webhook_event_id] = result
-            if isinstance(result, str):
-                unparsable[event.webhook_event_id] = result
-            else:
-                records.extend(result)
-                done.append(event.webhook_event_id)
-        inbox.finish(conn, done, unparsable)  # first: it locks no threads (module docstring)
-        rows = apply_records(conn, records)
+    key = secrets.randbits(63)
+    try:
+        with conn.transaction():
+            events = claim()
+            claimed.extend(events)
+            if opts.tracker is not None and events:
+                inbox.track(conn, opts.tracker, key, [e.webhook_event_id for e in events])
+            records: list[Record] = []
+            done: list[int] = []
+            unparsable: dict[int, str] = {}
+            for event in events:
+                result = parsed.get(event.webhook_event_id)
+                if result is None:
+                    try:
+                        result = parse_webhook(event.payload).records
+                    except WebhookParseError as exc:
+                        result = f"unparsable payload: {exc}"
+                    parsed[event.webhook_event_id] = result
+                if isinstance(result, str):
+                    unparsable[event.webhook_event_id] = result
+                else:
+                    records.extend(result)
+                    done.append(event.webhook_event_id)
+            inbox.finish(conn, done, unparsable)  # first: it locks no threads (module docstring)
+            rows = apply_records(conn, records)
+            if opts.tracker is not None and events:
+                inbox.untrack(conn, key)
+    except psycopg.Error:
+        if opts.tracker is not None and claimed and not opts.connection_lost(conn):
+            opts.tracker.execute(inbox.UNTRACK_BATCH, {"key": key})
+        raise
     stats.batches += 1
     stats.done += len(done)
     stats.failed += len(unparsable)
@@ -347,28 +368,62 @@ def _retry(conn: psycopg.Connection, ids: list[int], error: psycopg.Error, parse
     for group in groups:
         claimed: list[inbox.ClaimedEvent] = []
         try:
-            _batch(conn, lambda group=group: inbox.reclaim(conn, group), claimed, parsed, stats)
+            _batch(conn, lambda group=group: inbox.reclaim(conn, group), claimed, parsed, stats, opts)
         except psycopg.Error as exc:
-            if conn.closed or conn.broken or not claimed:
+            if opts.connection_lost(conn) or not claimed:
                 raise
             _retry(conn, [e.webhook_event_id for e in claimed], exc, parsed, stats, opts, whole_again=False)
 
 
-def process_batch(conn: psycopg.Connection, stats: DrainStats, *, limit: int = DEFAULT_BATCH_SIZE,
-                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0) -> int:
-    """Claim up to ``limit`` events and process them; returns how many were claimed (0: nothing to do).
-    Failures are recorded per event, never raised (unless the connection itself is gone)."""
+def _process(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent]], stats: DrainStats,
+             opts: _Options) -> int:
     claimed: list[inbox.ClaimedEvent] = []
     parsed: Parsed = {}
     try:
-        _batch(conn, lambda: inbox.claim(conn, limit=limit), claimed, parsed, stats)
+        _batch(conn, claim, claimed, parsed, stats, opts)
     except psycopg.Error as exc:
-        if conn.closed or conn.broken or not claimed:
+        if opts.connection_lost(conn) or not claimed:
             raise
-        _retry(conn, [e.webhook_event_id for e in claimed], exc, parsed, stats,
-               _Options(max_attempts, backoff_seconds), whole_again=True)
+        _retry(conn, [e.webhook_event_id for e in claimed], exc, parsed, stats, opts, whole_again=True)
     stats.claimed += len(claimed)
     return len(claimed)
+
+
+def process_batch(conn: psycopg.Connection, stats: DrainStats, *, limit: int = DEFAULT_BATCH_SIZE,
+                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0,
+                  tracker: psycopg.Connection | None = None) -> int:
+    """Claim up to ``limit`` events and process them; returns how many were claimed (0: nothing to do).
+    Failures are recorded per event, never raised (unless a connection itself is gone). With ``tracker``
+    (an autocommit connection to the same database) the batch is recorded while it runs."""
+    return _process(conn, lambda: inbox.claim(conn, limit=limit), stats,
+                    _Options(max_attempts, backoff_seconds, tracker))
+
+
+def recover_dead_batches(conn: psycopg.Connection, stats: DrainStats, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                         backoff_seconds: float = 1.0, tracker: psycopg.Connection | None = None) -> None:
+    """Events of batches whose run died are counted an attempt, and retried one at a time: an event that
+    kills the drain then dies alone, and after ``max_attempts`` deaths is marked failed, unprocessed."""
+    retry, failed = inbox.recover_dead_batches(conn, max_attempts=max_attempts)
+    if not (retry or failed):
+        return
+    log.warning("%d events were in batches whose run died: %d failed after %d attempts, the rest are retried "
+                "one at a time", len(retry) + len(failed), len(failed), max_attempts)
+    stats.recovered += len(retry) + len(failed)
+    stats.failed += len(failed)
+    opts = _Options(max_attempts, backoff_seconds, tracker)
+    for event_id in retry:
+        _process(conn, lambda event_id=event_id: inbox.reclaim(conn, [event_id]), stats, opts)
+
+
+def _tracker(conn: psycopg.Connection) -> psycopg.Connection:
+    """A second connection like ``conn``, for batch records. Asynchronous commit: a record lost in a server
+    crash belongs to a batch that crash rolled back anyway."""
+    params = conn.info.get_parameters()
+    if conn.info.password:
+        params["password"] = conn.info.password
+    tracker = psycopg.connect(**params, autocommit=True)
+    tracker.execute("SET synchronous_commit = off")
+    return tracker
 
 
 def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None,
@@ -387,26 +442,29 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     inbox.configure_session(conn, lease_seconds=lease_seconds)
     decode_with(conn)
     stats = DrainStats()
-    idle_since: float | None = None
-    unswept = False  # batches committed since the last apply_orphans()
-    started = time.perf_counter()
-    while max_batches is None or stats.batches < max_batches:
-        if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
-            break
-        if not process_batch(conn, stats, limit=batch_size, max_attempts=max_attempts,
-                             backoff_seconds=backoff_seconds):
-            if unswept:
-                stats.orphans_applied += apply_orphans(conn)
-                unswept = False
-            idle_since = idle_since if idle_since is not None else time.perf_counter()
-            if time.perf_counter() - idle_since >= linger_seconds:
+    with _tracker(conn) as tracker:
+        options = {"max_attempts": max_attempts, "backoff_seconds": backoff_seconds, "tracker": tracker}
+        recover_dead_batches(conn, stats, **options)
+        idle_since: float | None = None
+        unswept = False  # batches committed since the last apply_orphans()
+        started = time.perf_counter()
+        while max_batches is None or stats.batches < max_batches:
+            if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
                 break
-            time.sleep(poll_seconds)
-            continue
-        idle_since = None
-        unswept = True
-    if unswept:
-        stats.orphans_applied += apply_orphans(conn)
+            if not process_batch(conn, stats, limit=batch_size, **options):
+                if unswept:
+                    stats.orphans_applied += apply_orphans(conn)
+                    unswept = False
+                recover_dead_batches(conn, stats, **options)  # another run's, say
+                idle_since = idle_since if idle_since is not None else time.perf_counter()
+                if time.perf_counter() - idle_since >= linger_seconds:
+                    break
+                time.sleep(poll_seconds)
+                continue
+            idle_since = None
+            unswept = True
+        if unswept:
+            stats.orphans_applied += apply_orphans(conn)
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -472,7 +530,8 @@ def drain_webhook_events(context: dg.OpExecutionContext, config: WebhookDrainCon
                       time_budget_seconds=config.time_budget_seconds, lease_seconds=config.lease_seconds,
                       max_attempts=config.max_attempts, linger_seconds=config.linger_seconds)
     context.log.info(f"webhook events: {stats.done} done, {stats.failed} failed, {stats.retried} to retry "
-                     f"in {stats.batches} batches ({stats.seconds:.2f} s)")
+                     f"in {stats.batches} batches ({stats.seconds:.2f} s); {stats.recovered} were in batches "
+                     f"whose run died")
     return dg.Output(None, metadata=stats.as_metadata())
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -17,7 +18,7 @@ import pytest
 
 from everreach_data.cli import main as cli_main
 from everreach_data.db import webhook_inbox as inbox
-from everreach_data.jobs.webhook_events import apply_records, drain
+from everreach_data.jobs.webhook_events import DEFAULT_MAX_ATTEMPTS, apply_records, drain
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_data.sandbox.traffic import TrafficGenerator
 
@@ -313,45 +314,84 @@ def claimable(db: psycopg.Connection) -> int:
                           "FOR UPDATE SKIP LOCKED) q").fetchone()["n"]
 
 
-def test_drain_killed_mid_batch_loses_nothing(db_url, db):
-    bodies = _traffic(300, seed=5)
-    blocker = p.messenger_items({"sender": {"id": "blocker"}, "recipient": {"id": p.PAGE}, "timestamp": 1718000000000,
-                                 "message": {"mid": "m_blocker", "text": "x"}})
-    bodies.append(json.dumps(blocker).encode())
-    enqueue(db, *bodies)
-    code = ("import sys; from everreach_data.jobs.webhook_events import drain_url; "
-            "drain_url(sys.argv[1], batch_size=1000, lease_seconds=2)")
-    with psycopg.connect(db_url) as lock_conn:  # holds the thread row the batch needs: the run blocks mid-batch
+_DRAIN_CODE = ("import sys; from everreach_data.jobs.webhook_events import drain_url; "
+               "drain_url(sys.argv[1], batch_size=1000, lease_seconds=2)")
+
+
+def _kill_drain_blocked_on(db: psycopg.Connection, db_url: str, participant: str,
+                           while_blocked: Callable[[], None] = lambda: None) -> None:
+    """Run a drain in a process of its own until its batch waits for the thread of ``participant`` (held
+    here by an uncommitted insert), SIGKILL it there, and wait for the dead run's session to end."""
+    with psycopg.connect(db_url) as lock_conn:
         lock_conn.execute("INSERT INTO conversation_thread (platform, channel_id, participant_id) "
-                          "VALUES ('messenger', %s, 'blocker')", (p.PAGE,))
-        proc = subprocess.Popen([sys.executable, "-c", code, db_url])
+                          "VALUES ('messenger', %s, %s)", (p.PAGE, participant))
+        proc = subprocess.Popen([sys.executable, "-c", _DRAIN_CODE, db_url])
         try:
             deadline = time.monotonic() + 60
             while not db.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
                                  "AND wait_event_type = 'Lock'").fetchone()["n"]:
                 assert proc.poll() is None and time.monotonic() < deadline, "drain never blocked"
                 time.sleep(0.05)
-            assert claimable(db) == 0  # the blocked batch holds every event's row lock
+            while_blocked()
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
-        lock_conn.rollback()
-    assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == 0  # rolled back
+        lock_conn.rollback()  # the dead run's backend goes on, finds its client gone, and rolls back
     deadline = time.monotonic() + 30
-    while claimable(db) < len(bodies):  # the dead run's transaction ends with its connection: no lease to wait out
-        assert time.monotonic() < deadline
+    while db.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()["n"]:
+        assert time.monotonic() < deadline, "the killed run's session lingered"
         time.sleep(0.05)
+
+
+def test_drain_killed_mid_batch_loses_nothing(db_url, db):
+    bodies = _traffic(300, seed=5)
+    blocker = p.messenger_items({"sender": {"id": "blocker"}, "recipient": {"id": p.PAGE}, "timestamp": 1718000000000,
+                                 "message": {"mid": "m_blocker", "text": "x"}})
+    bodies.append(json.dumps(blocker).encode())
+    ids = enqueue(db, *bodies)
+
+    def holds_every_claim() -> None:
+        assert claimable(db) == 0  # the blocked batch holds every event's row lock
+
+    _kill_drain_blocked_on(db, db_url, "blocker", holds_every_claim)
+    assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == 0  # rolled back
+    assert claimable(db) == len(bodies)  # the dead run's transaction ended with its session: no lease to wait out
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'pending' AND attempts = 0"
-                      ).fetchone()["n"] == len(bodies)  # the killed attempt left no trace
+                      ).fetchone()["n"] == len(bodies)  # the killed attempt left nothing in the inbox…
+    dead = db.execute("SELECT event_ids FROM webhook_drain_batch").fetchall()
+    assert sorted(i for row in dead for i in row["event_ids"]) == sorted(ids)  # …but its batch's record
     stats = process(db_url)
-    assert stats.done == len(bodies)
-    assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done' AND attempts = 1"
-                      ).fetchone()["n"] == len(bodies)
+    assert (stats.done, stats.recovered, stats.failed) == (len(bodies), len(bodies), 0)
+    assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done' AND attempts = 2"
+                      ).fetchone()["n"] == len(bodies)  # the killed attempt counts
+    assert db.execute("SELECT count(*) AS n FROM webhook_drain_batch").fetchone()["n"] == 0
     expected = _expected_messages(bodies)
     assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == expected
     assert db.execute("SELECT count(*) AS n FROM user_event").fetchone()["n"] == expected
+
+
+def test_an_event_that_kills_every_run_fails_alone_and_the_others_go_through(db_url, db):
+    """Here the run is SIGKILLed whenever it reaches one event: as if that event crashed or exhausted it."""
+    def item(sender: str, mid: str) -> dict:
+        return p.messenger_items({"sender": {"id": sender}, "recipient": {"id": p.PAGE}, "timestamp": 1718000000000,
+                                  "message": {"mid": mid, "text": "hi"}})
+
+    ok1, ok2, killer, ok3, ok4 = enqueue(db, item("u1", "m_ok1"), item("u2", "m_ok2"), item("killer", "m_killer"),
+                                         item("u3", "m_ok3"), item("u4", "m_ok4"))
+    for _ in range(DEFAULT_MAX_ATTEMPTS):  # the whole batch dies; then the killer alone, twice
+        _kill_drain_blocked_on(db, db_url, "killer")
+    stats = process(db_url)
+    assert (stats.recovered, stats.failed, stats.done) == (1, 1, 2)
+    events = {r["webhook_event_id"]: r for r in db.execute("SELECT * FROM meta_webhook_event")}
+    assert (events[killer]["status"], events[killer]["attempts"], events[killer]["last_error"]) == (
+        "failed", DEFAULT_MAX_ATTEMPTS, inbox.DIED)
+    assert {events[i]["status"] for i in (ok1, ok2, ok3, ok4)} == {"done"}
+    mids = {r["platform_message_id"] for r in db.execute("SELECT platform_message_id FROM conversation_message")}
+    assert mids == {"m_ok1", "m_ok2", "m_ok3", "m_ok4"}  # the killer was never processed again
+    assert db.execute("SELECT count(*) AS n FROM webhook_drain_batch").fetchone()["n"] == 0
 
 
 def test_a_stuck_batch_is_cut_off_and_its_events_released(db_url, db):
