@@ -148,7 +148,8 @@ def track(conn: psycopg.Connection, tracker: psycopg.Connection, key: int, ids: 
 
 
 def untrack(conn: psycopg.Connection, key: int) -> None:
-    """In the batch's transaction: its record goes with its commit."""
+    """Delete the batch's record: in the batch's transaction (it goes with the commit), or on the tracker
+    after a failure the caller accounts for."""
     conn.execute(UNTRACK_BATCH, {"key": key})
 
 

@@ -336,7 +336,7 @@ def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent
                 inbox.untrack(conn, key)
     except psycopg.Error:
         if opts.tracker is not None and claimed and not opts.connection_lost(conn):
-            opts.tracker.execute(inbox.UNTRACK_BATCH, {"key": key})
+            inbox.untrack(opts.tracker, key)
         raise
     stats.batches += 1
     stats.done += len(done)
@@ -435,7 +435,8 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     With ``linger_seconds`` an empty queue is polled (every ``poll_seconds``) for that long before
     returning, so a steady trickle of webhooks is picked up in well under a second instead of paying a
     run start-up per sensor tick. A batch open longer than ``lease_seconds`` without activity is ended by
-    the server (see :func:`inbox.configure_session`).
+    the server (see :func:`inbox.configure_session`). Batches of runs that died are recovered first, and
+    whenever the queue is empty (:func:`recover_dead_batches`); a second connection records the batches.
 
     ``conn`` must be in autocommit mode: each batch is its own transaction.
     """
