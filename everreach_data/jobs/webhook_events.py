@@ -35,6 +35,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+from pydantic import Field
 
 from everreach_data.db import webhook_inbox as inbox
 from everreach_data.db.fast_json import decode_with, jsonb
@@ -49,6 +50,8 @@ QUEUE_TAG = {"everreach/queue": "webhook_events"}
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_ATTEMPTS = 3
+#: ``application_name`` of the drain's Postgres sessions, followed by the Dagster run id.
+DRAIN_APPLICATION = "everreach-webhook-drain"
 
 # ───────────────────────────── set-based SQL ─────────────────────────────
 
@@ -485,13 +488,16 @@ def _heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def drain_url(url: str, *, workers: int = 1, **kwargs: Any) -> DrainStats:
+def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs: Any) -> DrainStats:
     """:func:`drain` on ``workers`` connections at once (threads; claims never overlap), stats summed.
 
-    Postgres does most of the work, so two workers use two cores even under the GIL.
+    Postgres does most of the work, so two workers use two cores even under the GIL. The sessions carry
+    ``run_id`` in their ``application_name`` (:func:`live_drain_runs`).
     """
+    application_name = DRAIN_APPLICATION if run_id is None else f"{DRAIN_APPLICATION} {run_id}"
+
     def one() -> DrainStats:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True, application_name=application_name) as conn:
             return drain(conn, **kwargs)
 
     if workers <= 1:
@@ -508,7 +514,22 @@ def drain_url(url: str, *, workers: int = 1, **kwargs: Any) -> DrainStats:
     return total
 
 
+def live_drain_runs(conn: psycopg.Connection) -> set[str]:
+    """Ids of the runs whose drain sessions are open in Postgres: a run whose process died has none, even
+    while Dagster still shows it started."""
+    rows = conn.execute("SELECT DISTINCT split_part(application_name, ' ', 2) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND application_name LIKE %s",
+                        (f"{DRAIN_APPLICATION} %",)).fetchall()
+    return {r["split_part"] if isinstance(r, dict) else r[0] for r in rows}
+
+
 # ───────────────────────────── Dagster ─────────────────────────────
+
+#: Run monitoring fails a run older than this (``dagster/max_runtime``). A run whose process died can stay
+#: ``STARTED`` in Dagster when monitoring cannot reach the process that launched it, holding one of the
+#: queue's two run slots for good; this frees it. A healthy run ends within its time budget plus a batch.
+MAX_RUNTIME_SECONDS = 900
+
 
 class WebhookDrainConfig(dg.Config):
     """Under steady traffic a run stays warm: it drains for up to ``time_budget_seconds`` and lingers
@@ -517,7 +538,9 @@ class WebhookDrainConfig(dg.Config):
 
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 2
-    time_budget_seconds: float = 600.0
+    time_budget_seconds: float = Field(default=600.0, gt=0, le=MAX_RUNTIME_SECONDS - 120, description=(
+        f"Stop taking batches after this long; at most {MAX_RUNTIME_SECONDS - 120} s, so that the run ends "
+        f"well within its dagster/max_runtime of {MAX_RUNTIME_SECONDS} s."))
     linger_seconds: float = 60.0
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -527,7 +550,8 @@ class WebhookDrainConfig(dg.Config):
 def drain_webhook_events(context: dg.OpExecutionContext, config: WebhookDrainConfig,
                          postgres: PostgresResource) -> dg.Output[None]:
     """Drain the inbox until empty (or the time budget ends; the sensor launches another run)."""
-    stats = drain_url(postgres.resolved_url(), workers=config.workers, batch_size=config.batch_size,
+    stats = drain_url(postgres.resolved_url(), run_id=context.run_id, workers=config.workers,
+                      batch_size=config.batch_size,
                       time_budget_seconds=config.time_budget_seconds, lease_seconds=config.lease_seconds,
                       max_attempts=config.max_attempts, linger_seconds=config.linger_seconds)
     context.log.info(f"webhook events: {stats.done} done, {stats.failed} failed, {stats.retried} to retry "
@@ -538,7 +562,8 @@ def drain_webhook_events(context: dg.OpExecutionContext, config: WebhookDrainCon
 
 # In-process executor: one op, so the default multiprocess executor's only effect was a second Python
 # process per run (importing everything again) — about half of each run's start-up.
-@dg.job(tags=QUEUE_TAG, executor_def=dg.in_process_executor,
+@dg.job(tags={**QUEUE_TAG, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+        executor_def=dg.in_process_executor,
         description="Process stored Meta webhook events into threads, messages and receipts.")
 def process_webhook_events() -> None:
     drain_webhook_events()

@@ -6,10 +6,14 @@ suffices; a second is launched only when there is more waiting than one run's ba
 """
 
 
+import time
+
 import dagster as dg
 
 from everreach_data.db import webhook_inbox as inbox
-from everreach_data.jobs.webhook_events import DEFAULT_BATCH_SIZE, QUEUE_TAG, process_webhook_events
+from everreach_data.jobs.webhook_events import (
+    DEFAULT_BATCH_SIZE, QUEUE_TAG, live_drain_runs, process_webhook_events,
+)
 from everreach_data.resources import PostgresResource
 
 MAX_CONCURRENT_RUNS = 2
@@ -18,8 +22,18 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED]
 
 
-def runs_in_flight(instance: dg.DagsterInstance) -> int:
-    return instance.get_runs_count(dg.RunsFilter(statuses=IN_FLIGHT, tags=QUEUE_TAG))
+#: A run started this recently may not have connected yet; an older one counts only while its drain sessions
+#: are open in Postgres. One whose process died (killed, out of memory) can stay ``STARTED`` in Dagster for
+#: good — run monitoring cannot always tell — and would otherwise hold the queue.
+START_GRACE_SECONDS = 120.0
+
+
+def runs_in_flight(instance: dg.DagsterInstance, live_run_ids: set[str], *, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    records = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT, tags=QUEUE_TAG))
+    return sum(1 for r in records
+               if r.dagster_run.status != dg.DagsterRunStatus.STARTED or r.dagster_run.run_id in live_run_ids
+               or now - (r.start_time or r.create_timestamp.timestamp()) < START_GRACE_SECONDS)
 
 
 def next_request(pending: int, max_id: int | None, in_flight: int, cursor: str | None,
@@ -43,7 +57,8 @@ def next_request(pending: int, max_id: int | None, in_flight: int, cursor: str |
 def webhook_events_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     with postgres.connect() as conn:
         pending, max_id = inbox.pending_work(conn)
-    decision, cursor = next_request(pending, max_id, runs_in_flight(context.instance), context.cursor)
+        live = live_drain_runs(conn)
+    decision, cursor = next_request(pending, max_id, runs_in_flight(context.instance, live), context.cursor)
     if cursor != context.cursor:
         context.update_cursor(cursor)
     return decision

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import dagster as dg
+import time
 
-from everreach_data.jobs.webhook_events import QUEUE_TAG, process_webhook_events
+import dagster as dg
+import psycopg
+
+from everreach_data.jobs.webhook_events import DRAIN_APPLICATION, QUEUE_TAG, live_drain_runs, process_webhook_events
 from everreach_data.resources import PostgresResource
-from everreach_data.sensors.webhook_events import next_request, webhook_events_sensor
+from everreach_data.sensors.webhook_events import (
+    START_GRACE_SECONDS, next_request, runs_in_flight, webhook_events_sensor,
+)
 
 from . import payloads as p
 from .helpers import enqueue, message
@@ -36,6 +41,20 @@ def test_sensor_never_exceeds_the_concurrent_run_limit():
     assert isinstance(next_request(5000, 99, 1, None)[0], dg.RunRequest)    # more than one batch waits
     request, cursor = next_request(5000, 99, 0, "98:4")
     assert request.run_key == "webhook-events-upto-99-5" and cursor == "99:5"
+
+
+def test_a_started_run_whose_drain_sessions_are_gone_does_not_hold_the_queue(db_url):
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(process_webhook_events, tags=QUEUE_TAG,
+                                          status=dg.DagsterRunStatus.STARTED)
+        later = time.time() + START_GRACE_SECONDS + 1
+        assert runs_in_flight(instance, set()) == 1  # just started: it may not have connected yet
+        assert runs_in_flight(instance, set(), now=later) == 0  # long started, no session: its process died
+        with psycopg.connect(db_url, application_name=f"{DRAIN_APPLICATION} {run.run_id}"), \
+                psycopg.connect(db_url) as conn:
+            live = live_drain_runs(conn)
+        assert live == {run.run_id}
+        assert runs_in_flight(instance, live, now=later) == 1
 
 
 def test_job_drains_the_inbox(db_url, db):
