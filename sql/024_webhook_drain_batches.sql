@@ -9,6 +9,6 @@
 -- the drain fails by itself after a few attempts and the others go through.
 CREATE TABLE IF NOT EXISTS webhook_drain_batch (
     batch_key   bigint PRIMARY KEY,   -- pg_advisory_xact_lock key, held by the batch's transaction
-    event_ids   bigint[] NOT NULL,
+    event_ids   int8range[] NOT NULL, -- runs of consecutive ids: a few values, where a bigint[] was toasted
     started_at  timestamptz NOT NULL DEFAULT now()
 );

@@ -79,7 +79,7 @@ WHERE status = ANY(%(statuses)s::text[])
 """
 
 LOCK_BATCH = "SELECT pg_advisory_xact_lock(%(key)s)"
-TRACK_BATCH = "INSERT INTO webhook_drain_batch (batch_key, event_ids) VALUES (%(key)s, %(ids)s)"
+TRACK_BATCH = "INSERT INTO webhook_drain_batch (batch_key, event_ids) VALUES (%(key)s, %(ids)s::int8range[])"
 UNTRACK_BATCH = "DELETE FROM webhook_drain_batch WHERE batch_key = %(key)s"
 
 # Records whose key is not locked: their batch's transaction is over, and it did not commit. The recovering
@@ -144,7 +144,19 @@ def track(conn: psycopg.Connection, tracker: psycopg.Connection, key: int, ids: 
     """In the batch's transaction on ``conn``: lock ``key``, then record the batch on ``tracker`` (an
     autocommit connection), so the record exists only while the lock is held or after the run died."""
     conn.execute(LOCK_BATCH, {"key": key})
-    tracker.execute(TRACK_BATCH, {"key": key, "ids": ids})
+    tracker.execute(TRACK_BATCH, {"key": key, "ids": as_ranges(ids)})
+
+
+def as_ranges(ids: list[int]) -> str:
+    """``ids`` as an int8range[] literal of runs of consecutive ids: a batch's ids are mostly one run, and a
+    thousand of them as a bigint[] made every record a toasted, compressed value."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return "{" + ",".join(f'"[{a},{b}]"' for a, b in runs) + "}"
 
 
 def untrack(conn: psycopg.Connection, key: int) -> None:
@@ -157,7 +169,8 @@ def recover_dead_batches(conn: psycopg.Connection, *, max_attempts: int) -> tupl
     """Own transaction: count an attempt for each event of every batch whose run died; those out of attempts
     are ``failed``. Returns (ids still pending, to retry one at a time; ids failed)."""
     with conn.transaction():
-        ids = sorted({i for row in conn.execute(TAKE_DEAD_BATCHES).fetchall() for i in _get(row, 0, "event_ids")})
+        ids = sorted({i for row in conn.execute(TAKE_DEAD_BATCHES).fetchall()
+                      for run in _get(row, 0, "event_ids") for i in range(run.lower, run.upper)})
         if not ids:
             return [], []
         rows = conn.execute(COUNT_DEATH, {"ids": ids, "max_attempts": max_attempts, "error": DIED}).fetchall()

@@ -15,9 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from everreach_data.cli import main as cli_main
 from everreach_data.db import webhook_inbox as inbox
+from everreach_data.db.webhook_inbox import as_ranges
 from everreach_data.jobs.webhook_events import DEFAULT_MAX_ATTEMPTS, apply_records, drain
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_data.sandbox.traffic import TrafficGenerator
@@ -362,7 +365,8 @@ def test_drain_killed_mid_batch_loses_nothing(db_url, db):
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'pending' AND attempts = 0"
                       ).fetchone()["n"] == len(bodies)  # the killed attempt left nothing in the inbox…
     dead = db.execute("SELECT event_ids FROM webhook_drain_batch").fetchall()
-    assert sorted(i for row in dead for i in row["event_ids"]) == sorted(ids)  # …but its batch's record
+    assert sorted(i for row in dead for run in row["event_ids"] for i in range(run.lower, run.upper)
+                  ) == sorted(ids)  # …but its batch's record
     stats = process(db_url)
     assert (stats.done, stats.recovered, stats.failed) == (len(bodies), len(bodies), 0)
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done' AND attempts = 2"
@@ -408,3 +412,11 @@ def test_a_stuck_batch_is_cut_off_and_its_events_released(db_url, db):
         with pytest.raises(psycopg.Error):
             stuck.execute("SELECT 1")  # the server ended that session; nothing it held was committed
     assert process(db_url).done == 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sets(st.integers(min_value=1, max_value=2**62), min_size=1, max_size=60)
+       | st.sets(st.integers(1, 80), min_size=1, max_size=60))
+def test_a_batch_record_holds_exactly_its_event_ids(db, ids):
+    stored = db.execute("SELECT %s::int8range[] AS runs", (as_ranges(sorted(ids)),)).fetchone()["runs"]
+    assert {i for run in stored for i in range(run.lower, run.upper)} == ids
