@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import httpx
+from pydantic import Field
 
 from everreach_data.config import Settings, load_settings
 from everreach_data.db import outbound_queue as queue
@@ -447,8 +448,16 @@ class OutboundMessagingResource(dg.ConfigurableResource):
         return load_settings()
 
 
+#: Run monitoring fails a run older than this (``dagster/max_runtime``): a run whose process died can stay
+#: ``STARTED`` in Dagster, and with one run allowed at a time it would hold every send. A healthy run stops
+#: claiming after ``max_seconds`` and ends once its sends in flight do.
+MAX_RUNTIME_SECONDS = 600
+
+
 class SendOutboundConfig(dg.Config):
-    max_seconds: float = 240.0
+    max_seconds: float = Field(default=240.0, gt=0, le=MAX_RUNTIME_SECONDS - 120, description=(
+        f"Stop claiming jobs after this long; at most {MAX_RUNTIME_SECONDS - 120} s, so that the run ends "
+        f"well within its dagster/max_runtime of {MAX_RUNTIME_SECONDS} s."))
     linger_seconds: float = 5.0
     unknown_grace_seconds: float = 600.0
 
@@ -468,7 +477,8 @@ def drain_outbound_messages(context: dg.OpExecutionContext, config: SendOutbound
     return dg.Output(None, metadata=report.as_metadata())
 
 
-@dg.job(tags=QUEUE_TAG, description="Send queued Messenger, Instagram and WhatsApp messages through the Graph API.")
+@dg.job(tags={**QUEUE_TAG, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+        description="Send queued Messenger, Instagram and WhatsApp messages through the Graph API.")
 def send_outbound_messages() -> None:
     drain_outbound_messages()
 

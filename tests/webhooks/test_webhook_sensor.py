@@ -6,8 +6,13 @@ import time
 
 import dagster as dg
 import psycopg
+import pytest
+from pydantic import ValidationError
 
-from everreach_data.jobs.webhook_events import DRAIN_APPLICATION, QUEUE_TAG, live_drain_runs, process_webhook_events
+from everreach_data.jobs.outbound_messages import SendOutboundConfig, send_outbound_messages
+from everreach_data.jobs.webhook_events import (
+    DRAIN_APPLICATION, QUEUE_TAG, WebhookDrainConfig, live_drain_runs, process_webhook_events,
+)
 from everreach_data.resources import PostgresResource
 from everreach_data.sensors.webhook_events import (
     START_GRACE_SECONDS, next_request, runs_in_flight, webhook_events_sensor,
@@ -65,3 +70,12 @@ def test_job_drains_the_inbox(db_url, db):
     assert result.success
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done'").fetchone()["n"] == 3
     assert message(db, "m_EchoD")["status"] == "read"
+
+
+def test_queue_runs_end_within_their_max_runtime_so_monitoring_can_fail_dead_ones():
+    for job, config, budget in ((process_webhook_events, WebhookDrainConfig, "time_budget_seconds"),
+                                (send_outbound_messages, SendOutboundConfig, "max_seconds")):
+        max_runtime = float(job.tags["dagster/max_runtime"])
+        assert getattr(config(), budget) < max_runtime
+        with pytest.raises(ValidationError, match=budget):
+            config(**{budget: max_runtime})
