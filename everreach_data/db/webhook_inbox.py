@@ -10,7 +10,7 @@ is lost or applied twice. A run that hangs inside a batch is cut off by ``idle_i
 
 ``attempts`` counts processing attempts that ended: it goes up by one when an event is finished, by one
 in a short transaction of its own (:func:`record_failure`) when a batch holding it failed, and by one when
-the run processing it died (:func:`recover_dead_batches`).
+the run processing it died (:func:`take_dead_batches`).
 
 A rollback leaves no trace, so each batch is also recorded in ``webhook_drain_batch`` (024) while it runs:
 :func:`track` commits the record on a second connection once the batch's transaction holds an advisory lock
@@ -57,6 +57,7 @@ FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f (id, error)
 WHERE e.webhook_event_id = f.id
 """
 
+# A failed attempt for each of ``ids``: back to pending (claimable again after the backoff), or failed.
 RECORD_FAILURE = """
 UPDATE meta_webhook_event
 SET attempts = attempts + 1,
@@ -65,8 +66,8 @@ SET attempts = attempts + 1,
     locked_until = CASE WHEN attempts + 1 >= %(max_attempts)s THEN NULL
                         ELSE now() + make_interval(secs => %(backoff)s * (attempts + 1)) END,
     last_error = left(%(error)s, 2000)
-WHERE webhook_event_id = %(id)s AND status IN ('pending', 'processing')
-RETURNING status
+WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'processing')
+RETURNING webhook_event_id, status
 """
 
 REQUEUE = """
@@ -88,15 +89,6 @@ TAKE_DEAD_BATCHES = """
 DELETE FROM webhook_drain_batch WHERE pg_try_advisory_xact_lock(batch_key) RETURNING event_ids
 """
 
-COUNT_DEATH = """
-UPDATE meta_webhook_event
-SET attempts = attempts + 1,
-    status = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE status END,
-    processed_at = CASE WHEN attempts + 1 >= %(max_attempts)s THEN now() ELSE processed_at END,
-    last_error = %(error)s
-WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'processing')
-RETURNING webhook_event_id, status
-"""
 DIED = "the drain run processing this event died (killed, out of memory or crashed)"
 
 HAS_WORK = f"""
@@ -165,16 +157,15 @@ def untrack(conn: psycopg.Connection, key: int) -> None:
     conn.execute(UNTRACK_BATCH, {"key": key})
 
 
-def recover_dead_batches(conn: psycopg.Connection, *, max_attempts: int) -> tuple[list[int], list[int]]:
-    """Own transaction: count an attempt for each event of every batch whose run died; those out of attempts
-    are ``failed``. Returns (ids still pending, to retry one at a time; ids failed)."""
+def take_dead_batches(conn: psycopg.Connection, *, max_attempts: int) -> tuple[list[int], list[int]]:
+    """Own transaction: take the records of batches whose run died and count a failed attempt for each of
+    their events (:data:`DIED`). Returns (ids pending again, to retry one at a time; ids now failed)."""
     with conn.transaction():
         ids = sorted({i for row in conn.execute(TAKE_DEAD_BATCHES).fetchall()
                       for run in _get(row, 0, "event_ids") for i in range(run.lower, run.upper)})
         if not ids:
             return [], []
-        rows = conn.execute(COUNT_DEATH, {"ids": ids, "max_attempts": max_attempts, "error": DIED}).fetchall()
-    statuses = {_get(r, 0, "webhook_event_id"): _get(r, 1, "status") for r in rows}
+        statuses = _record_failures(conn, ids, DIED, max_attempts=max_attempts, backoff_seconds=0)
     return ([i for i in ids if statuses.get(i) == "pending"], [i for i in ids if statuses.get(i) == "failed"])
 
 
@@ -183,9 +174,15 @@ def record_failure(conn: psycopg.Connection, event_id: int, error: str, *, max_a
     """Own short transaction: count a failed attempt; back to pending with backoff, or ``failed`` when out
     of attempts. Returns the new status (None if the event was finished meanwhile by someone else)."""
     with conn.transaction():
-        row = conn.execute(RECORD_FAILURE, {"id": event_id, "error": error, "max_attempts": max_attempts,
-                                            "backoff": backoff_seconds}).fetchone()
-    return None if row is None else _get(row, 0, "status")
+        return _record_failures(conn, [event_id], error, max_attempts=max_attempts,
+                                backoff_seconds=backoff_seconds).get(event_id)
+
+
+def _record_failures(conn: psycopg.Connection, ids: list[int], error: str, *, max_attempts: int,
+                     backoff_seconds: float) -> dict[int, str]:
+    rows = conn.execute(RECORD_FAILURE, {"ids": ids, "error": error, "max_attempts": max_attempts,
+                                         "backoff": backoff_seconds}).fetchall()
+    return {_get(r, 0, "webhook_event_id"): _get(r, 1, "status") for r in rows}
 
 
 def requeue(conn: psycopg.Connection, *, statuses: list[str], since: datetime | None = None,

@@ -1,15 +1,15 @@
 """Drain the webhook inbox into threads, messages, receipts and (via 001's trigger) policy windows.
 
-Plain functions first (:func:`drain`, :func:`process_batch`, :func:`apply_records`), testable without
-Dagster; the job ``process_webhook_events`` is a thin op over :func:`drain`.
+Plain functions first (:func:`drain`, :func:`apply_records`), testable without Dagster; the job
+``process_webhook_events`` is a thin op over :func:`drain`.
 
 One batch = one transaction: claim (``FOR UPDATE SKIP LOCKED``), set-based SQL over the batch's records
 (``jsonb_to_recordset``), then the events marked done — so a killed run rolls back and leaves nothing
-behind but pending rows (and its batch's record, :func:`recover_dead_batches`). A database error in a batch
-is retried once whole (deadlocks between concurrent runs), then the batch is split in halves until the event
-at fault stands alone, so a poison event fails by itself after a few attempts and never blocks the others.
-A payload that does not parse fails at once: retrying cannot fix it. An event that kills the run itself is
-retried alone after the first death, and fails after a few.
+behind but pending rows (and its batch's record: :func:`_recover_dead_batches`). A database error in a
+batch is retried once whole (deadlocks between concurrent runs), then the batch is split in halves until the
+event at fault stands alone, so a poison event fails by itself after a few attempts and never blocks the
+others. A payload that does not parse fails at once: retrying cannot fix it. An event that kills the run
+itself is retried alone after the first death, and fails after a few.
 
 Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
 Everything that does not lock them — the claim, parsing, building the rows, the done marks, creating new
@@ -293,11 +293,11 @@ Parsed = dict[int, "list[Record] | str"]
 class _Options:
     max_attempts: int
     backoff_seconds: float
-    #: Autocommit connection that records batches in flight (webhook_inbox.track); None: not recorded.
-    tracker: psycopg.Connection | None = None
+    #: Autocommit connection that records batches in flight (webhook_inbox.track).
+    tracker: psycopg.Connection
 
     def connection_lost(self, conn: psycopg.Connection) -> bool:
-        return any(c.closed or c.broken for c in (conn, self.tracker) if c is not None)
+        return any(c.closed or c.broken for c in (conn, self.tracker))
 
 
 def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent]],
@@ -315,7 +315,7 @@ def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent
         with conn.transaction():
             events = claim()
             claimed.extend(events)
-            if opts.tracker is not None and events:
+            if events:
                 inbox.track(conn, opts.tracker, key, [e.webhook_event_id for e in events])
             records: list[Record] = []
             done: list[int] = []
@@ -335,10 +335,10 @@ def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent
                     done.append(event.webhook_event_id)
             inbox.finish(conn, done, unparsable)  # first: it locks no threads (module docstring)
             rows = apply_records(conn, records)
-            if opts.tracker is not None and events:
+            if events:
                 inbox.untrack(conn, key)
     except psycopg.Error:
-        if opts.tracker is not None and claimed and not opts.connection_lost(conn):
+        if claimed and not opts.connection_lost(conn):
             inbox.untrack(opts.tracker, key)
         raise
     stats.batches += 1
@@ -380,6 +380,8 @@ def _retry(conn: psycopg.Connection, ids: list[int], error: psycopg.Error, parse
 
 def _process(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent]], stats: DrainStats,
              opts: _Options) -> int:
+    """Process the events ``claim`` locks; returns how many it claimed (0: nothing to do). Failures are
+    recorded per event, never raised (unless a connection itself is gone)."""
     claimed: list[inbox.ClaimedEvent] = []
     parsed: Parsed = {}
     try:
@@ -392,28 +394,16 @@ def _process(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEve
     return len(claimed)
 
 
-def process_batch(conn: psycopg.Connection, stats: DrainStats, *, limit: int = DEFAULT_BATCH_SIZE,
-                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0,
-                  tracker: psycopg.Connection | None = None) -> int:
-    """Claim up to ``limit`` events and process them; returns how many were claimed (0: nothing to do).
-    Failures are recorded per event, never raised (unless a connection itself is gone). With ``tracker``
-    (an autocommit connection to the same database) the batch is recorded while it runs."""
-    return _process(conn, lambda: inbox.claim(conn, limit=limit), stats,
-                    _Options(max_attempts, backoff_seconds, tracker))
-
-
-def recover_dead_batches(conn: psycopg.Connection, stats: DrainStats, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                         backoff_seconds: float = 1.0, tracker: psycopg.Connection | None = None) -> None:
+def _recover_dead_batches(conn: psycopg.Connection, stats: DrainStats, opts: _Options) -> None:
     """Events of batches whose run died are counted an attempt, and retried one at a time: an event that
     kills the drain then dies alone, and after ``max_attempts`` deaths is marked failed, unprocessed."""
-    retry, failed = inbox.recover_dead_batches(conn, max_attempts=max_attempts)
+    retry, failed = inbox.take_dead_batches(conn, max_attempts=opts.max_attempts)
     if not (retry or failed):
         return
     log.warning("%d events were in batches whose run died: %d failed after %d attempts, the rest are retried "
-                "one at a time", len(retry) + len(failed), len(failed), max_attempts)
+                "one at a time", len(retry) + len(failed), len(failed), opts.max_attempts)
     stats.recovered += len(retry) + len(failed)
     stats.failed += len(failed)
-    opts = _Options(max_attempts, backoff_seconds, tracker)
     for event_id in retry:
         _process(conn, lambda event_id=event_id: inbox.reclaim(conn, [event_id]), stats, opts)
 
@@ -439,7 +429,7 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     returning, so a steady trickle of webhooks is picked up in well under a second instead of paying a
     run start-up per sensor tick. A batch open longer than ``lease_seconds`` without activity is ended by
     the server (see :func:`inbox.configure_session`). Batches of runs that died are recovered first, and
-    whenever the queue is empty (:func:`recover_dead_batches`); a second connection records the batches.
+    whenever the queue is empty (:func:`_recover_dead_batches`); a second connection records the batches.
 
     ``conn`` must be in autocommit mode: each batch is its own transaction.
     """
@@ -447,19 +437,19 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     decode_with(conn)
     stats = DrainStats()
     with _tracker(conn) as tracker:
-        options = {"max_attempts": max_attempts, "backoff_seconds": backoff_seconds, "tracker": tracker}
-        recover_dead_batches(conn, stats, **options)
+        opts = _Options(max_attempts, backoff_seconds, tracker)
+        _recover_dead_batches(conn, stats, opts)
         idle_since: float | None = None
         unswept = False  # batches committed since the last apply_orphans()
         started = time.perf_counter()
         while max_batches is None or stats.batches < max_batches:
             if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
                 break
-            if not process_batch(conn, stats, limit=batch_size, **options):
+            if not _process(conn, lambda: inbox.claim(conn, limit=batch_size), stats, opts):
                 if unswept:
                     stats.orphans_applied += apply_orphans(conn)
                     unswept = False
-                recover_dead_batches(conn, stats, **options)  # another run's, say
+                _recover_dead_batches(conn, stats, opts)  # another run's, say
                 idle_since = idle_since if idle_since is not None else time.perf_counter()
                 if time.perf_counter() - idle_since >= linger_seconds:
                     break
@@ -517,10 +507,10 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs
 def live_drain_runs(conn: psycopg.Connection) -> set[str]:
     """Ids of the runs whose drain sessions are open in Postgres: a run whose process died has none, even
     while Dagster still shows it started."""
-    rows = conn.execute("SELECT DISTINCT split_part(application_name, ' ', 2) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND application_name LIKE %s",
+    rows = conn.execute("SELECT DISTINCT split_part(application_name, ' ', 2) AS run_id "
+                        "FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE %s",
                         (f"{DRAIN_APPLICATION} %",)).fetchall()
-    return {r["split_part"] if isinstance(r, dict) else r[0] for r in rows}
+    return {r["run_id"] if isinstance(r, dict) else r[0] for r in rows}
 
 
 # ───────────────────────────── Dagster ─────────────────────────────
