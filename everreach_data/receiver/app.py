@@ -44,10 +44,11 @@ class Receiver(Starlette):
     request otherwise) go straight to their bare ASGI handler. Everything else, lifespan included, is
     ordinary Starlette."""
 
+    webhook_intake: webhooks.WebhookIntake
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == webhooks.PATH and scope["method"] == "POST":
-            scope["app"] = self
-            await webhooks.intake(scope, receive, send)
+            await self.webhook_intake(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -90,9 +91,9 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
     app.state.settings = settings
     app.state.pool = pool
     app.state.on_shutdown = []  # async closers (Graph API clients made on first use)
-    app.state.app_secret = settings.META_APP_SECRET.get_secret_value().encode()
     app.state.jwt_secret = settings.JWT_SECRET.get_secret_value()
-    app.state.max_body_bytes = settings.RECEIVER_MAX_BODY_BYTES
+    app.webhook_intake = webhooks.WebhookIntake(pool, settings.META_APP_SECRET.get_secret_value().encode(),
+                                                settings.RECEIVER_MAX_BODY_BYTES)
     return app
 
 
