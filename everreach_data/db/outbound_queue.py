@@ -476,5 +476,6 @@ async def requeue(conn: psycopg.AsyncConnection, *, statuses: tuple[str, ...] = 
     return len(rows)
 
 
-async def connect_async(url: str) -> psycopg.AsyncConnection:
-    return await psycopg.AsyncConnection.connect(url, row_factory=dict_row, autocommit=True)
+async def connect_async(url: str, application_name: str = "") -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(url, row_factory=dict_row, autocommit=True,
+                                                 application_name=application_name)

@@ -40,8 +40,11 @@ from everreach_data.meta import messaging as wire
 from everreach_data.meta.client import AsyncGraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 from everreach_data.resources import PostgresResource
+from everreach_data.run_liveness import session_name
 
 QUEUE_TAG = {"everreach/queue": "outbound_messages"}
+#: ``application_name`` of a send run's Postgres sessions, followed by its Dagster run id.
+SEND_APPLICATION = "everreach-outbound-send"
 PAIR_RATE_CODE = 131056
 TOKENS = {"messenger": ("MESSENGER_PAGE_TOKEN",), "instagram": ("INSTAGRAM_PAGE_TOKEN", "MESSENGER_PAGE_TOKEN"),
           "whatsapp": ("WHATSAPP_ACCESS_TOKEN",)}
@@ -402,8 +405,9 @@ def _token(settings: Settings, platform: str) -> str | None:
 
 
 async def drain(database_url: str, settings: Settings, cfg: SendConfig | None = None, *,
-                transport: httpx.AsyncBaseTransport | None = None) -> DrainReport:
-    """Send what is due until the queue is idle (or ``cfg.max_seconds``); returns what happened."""
+                run_id: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> DrainReport:
+    """Send what is due until the queue is idle (or ``cfg.max_seconds``); returns what happened. The sessions
+    carry ``run_id`` in their ``application_name``, so the sensor can tell a live run from a dead one."""
     cfg = cfg or SendConfig()
     clients: dict[str, AsyncGraphClient] = {}
     skip: list[str] = []
@@ -416,8 +420,9 @@ async def drain(database_url: str, settings: Settings, cfg: SendConfig | None = 
             channel = {"messenger": settings.MESSENGER_PAGE_ID, "instagram": settings.INSTAGRAM_USER_ID,
                        "whatsapp": settings.WHATSAPP_PHONE_NUMBER_ID}[platform]
             skip.append(f"{platform}:{channel}")
-    conn = await queue.connect_async(database_url)
-    writer = await queue.connect_async(database_url)
+    application_name = session_name(SEND_APPLICATION, run_id)
+    conn = await queue.connect_async(database_url, application_name=application_name)
+    writer = await queue.connect_async(database_url, application_name=application_name)
     try:
         return await _Drain(conn, writer, clients, cfg, skip).run()
     finally:
@@ -469,7 +474,7 @@ def drain_outbound_messages(context: dg.OpExecutionContext, config: SendOutbound
     """Send every due outbound job, paced per sender; outcomes land in outbound_message_job."""
     cfg = outbound_messaging.send_config(max_seconds=config.max_seconds, linger_seconds=config.linger_seconds,
                                          unknown_grace_seconds=config.unknown_grace_seconds)
-    report = asyncio.run(drain(postgres.resolved_url(), outbound_messaging.settings(), cfg))
+    report = asyncio.run(drain(postgres.resolved_url(), outbound_messaging.settings(), cfg, run_id=context.run_id))
     context.log.info(f"outbound: {report.sent} sent, {report.retried} to retry, {report.failed} failed, "
                      f"{report.unknown} unknown, {report.reconciled} reconciled in {report.seconds} s")
     if report.paused_channels:

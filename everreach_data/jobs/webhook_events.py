@@ -43,6 +43,7 @@ from everreach_data.meta.webhooks import (
     Deletion, Delivery, Message, Read, Record, Status, WebhookParseError, parse_webhook,
 )
 from everreach_data.resources import PostgresResource
+from everreach_data.run_liveness import session_name
 
 log = logging.getLogger(__name__)
 
@@ -482,9 +483,10 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs
     """:func:`drain` on ``workers`` connections at once (threads; claims never overlap), stats summed.
 
     Postgres does most of the work, so two workers use two cores even under the GIL. The sessions carry
-    ``run_id`` in their ``application_name`` (:func:`live_drain_runs`).
+    ``run_id`` in their ``application_name``, so the sensor can tell a live run from a dead one
+    (:mod:`everreach_data.run_liveness`).
     """
-    application_name = DRAIN_APPLICATION if run_id is None else f"{DRAIN_APPLICATION} {run_id}"
+    application_name = session_name(DRAIN_APPLICATION, run_id)
 
     def one() -> DrainStats:
         with psycopg.connect(url, autocommit=True, application_name=application_name) as conn:
@@ -502,15 +504,6 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs
             setattr(total, name, getattr(total, name) + getattr(result, name))
     total.seconds = time.perf_counter() - started
     return total
-
-
-def live_drain_runs(conn: psycopg.Connection) -> set[str]:
-    """Ids of the runs whose drain sessions are open in Postgres: a run whose process died has none, even
-    while Dagster still shows it started."""
-    rows = conn.execute("SELECT DISTINCT split_part(application_name, ' ', 2) AS run_id "
-                        "FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE %s",
-                        (f"{DRAIN_APPLICATION} %",)).fetchall()
-    return {r["run_id"] if isinstance(r, dict) else r[0] for r in rows}
 
 
 # ───────────────────────────── Dagster ─────────────────────────────

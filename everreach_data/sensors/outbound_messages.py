@@ -2,18 +2,19 @@
 
 Work is a due ``queued`` job, a ``sending`` job whose lease expired, or an ``unknown`` job still waiting to be
 reconciled — one cheap query. One run drains everything due (paced per sender), so a second is launched only
-after the first has finished; dagster.yaml's tag limit for ``everreach/queue=outbound_messages`` agrees.
+after the first has finished; dagster.yaml's tag limit for ``everreach/queue=outbound_messages`` agrees. A run
+whose process died does not count (:mod:`everreach_data.run_liveness`): its leased jobs come due again and a
+new run takes them.
 """
 
 import dagster as dg
 
 from everreach_data.db.outbound_queue import due_work_sync
-from everreach_data.jobs.outbound_messages import QUEUE_TAG, send_outbound_messages
+from everreach_data.jobs.outbound_messages import QUEUE_TAG, SEND_APPLICATION, send_outbound_messages
 from everreach_data.resources import PostgresResource
+from everreach_data.run_liveness import live_runs, runs_in_flight
 
 INTERVAL_SECONDS = 5
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
 
 
 def next_request(due: bool, in_flight: int) -> dg.RunRequest | dg.SkipReason:
@@ -31,5 +32,5 @@ def next_request(due: bool, in_flight: int) -> dg.RunRequest | dg.SkipReason:
 def outbound_messages_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     with postgres.connect() as conn:
         due = due_work_sync(conn)
-    in_flight = context.instance.get_runs_count(dg.RunsFilter(statuses=IN_FLIGHT, tags=QUEUE_TAG)) if due else 0
-    return next_request(due, in_flight)
+        live = live_runs(conn, SEND_APPLICATION) if due else set()
+    return next_request(due, runs_in_flight(context.instance, QUEUE_TAG, live) if due else 0)

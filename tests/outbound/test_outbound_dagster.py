@@ -3,15 +3,22 @@ launches send_outbound_messages, the job itself, and retry_failed_messages."""
 
 from __future__ import annotations
 
-import dagster as dg
+import asyncio
+import threading
 
-from everreach_data import cli
+import dagster as dg
+import httpx
+import psycopg
+
+from everreach_data import cli, run_liveness
 from everreach_data.config import SANDBOX_DEFAULTS
 from everreach_data.jobs import outbound_messages as jobs
+from everreach_data.jobs.outbound_messages import SendConfig
 from everreach_data.resources import PostgresResource
+from everreach_data.run_liveness import live_runs, session_name
 from everreach_data.sensors.outbound_messages import outbound_messages_sensor
 
-from .helpers import HOUR, new_user, sandbox_sent, user_wrote
+from .helpers import FAST, HOUR, new_user, sandbox_sent, send_whatsapp, user_wrote, wait_for
 
 
 def _env(monkeypatch, sandbox: str, db_url: str) -> dict:
@@ -69,3 +76,39 @@ def test_operator_send_goes_through_the_same_checks_and_queue(monkeypatch, sandb
     assert cli.main(["retry-messages", "--platform", "whatsapp"]) == 0
     assert db.execute("SELECT status FROM outbound_message_job WHERE platform = 'whatsapp'").fetchone() == {
         "status": "queued"}
+
+
+def test_a_send_run_whose_process_died_does_not_hold_the_outbound_queue(monkeypatch, sandbox, db, db_url):
+    """One send run at a time: a dead one that Dagster still shows STARTED must not hold every send."""
+    resources = _env(monkeypatch, sandbox, db_url)
+    assert _send(resources, platform="whatsapp", recipient=new_user("whatsapp"), template_name="hello_world").success
+
+    def evaluate(instance):
+        return outbound_messages_sensor(dg.build_sensor_context(instance=instance,
+                                                                resources={"postgres": resources["postgres"]}))
+
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(jobs.send_outbound_messages, tags=jobs.QUEUE_TAG,
+                                          status=dg.DagsterRunStatus.STARTED)
+        assert isinstance(evaluate(instance), dg.SkipReason)  # just started: it may not have connected yet
+        monkeypatch.setattr(run_liveness, "START_GRACE_SECONDS", 0.0)
+        assert isinstance(evaluate(instance), dg.RunRequest)  # started, no session: its process died
+        with psycopg.connect(db_url, application_name=session_name(jobs.SEND_APPLICATION, run.run_id)):
+            assert isinstance(evaluate(instance), dg.SkipReason)  # alive
+
+
+
+def test_a_send_runs_sessions_carry_its_run_id(receiver, sandbox, db, db_url, out_settings):
+    """What the sensor reads: the sessions of a run that is sending, and none once it has ended."""
+    send_whatsapp(receiver, {"to": new_user("whatsapp"), "type": "template",
+                             "template": {"name": "hello_world", "language": {"code": "en_US"}}})
+    httpx.post(f"{sandbox}/_sandbox/faults", json={"latency_ms": 1500}).raise_for_status()  # a send in flight
+    run = threading.Thread(target=lambda: asyncio.run(jobs.drain(db_url, out_settings, SendConfig(**FAST),
+                                                                 run_id="send-run-1")))
+    run.start()
+    try:
+        wait_for(lambda: live_runs(db, jobs.SEND_APPLICATION) == {"send-run-1"}, what="the run's sessions")
+    finally:
+        run.join(timeout=30)
+    assert live_runs(db, jobs.SEND_APPLICATION) == set()
+    assert len(sandbox_sent(sandbox)) == 1

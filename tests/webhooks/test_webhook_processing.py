@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from everreach_data.cli import main as cli_main
 from everreach_data.db import webhook_inbox as inbox
 from everreach_data.db.webhook_inbox import as_ranges
-from everreach_data.jobs.webhook_events import DEFAULT_MAX_ATTEMPTS, apply_records, drain
+from everreach_data.jobs.webhook_events import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, apply_records, drain
 from everreach_data.meta.webhooks import Message, parse_webhook
+from everreach_data.run_liveness import live_runs
 from everreach_data.sandbox.traffic import TrafficGenerator
 
 from . import payloads as p
@@ -318,7 +319,7 @@ def claimable(db: psycopg.Connection) -> int:
 
 
 _DRAIN_CODE = ("import sys; from everreach_data.jobs.webhook_events import drain_url; "
-               "drain_url(sys.argv[1], batch_size=1000, lease_seconds=2)")
+               "drain_url(sys.argv[1], batch_size=1000, lease_seconds=2, run_id='killed-run')")
 
 
 def _kill_drain_blocked_on(db: psycopg.Connection, db_url: str, participant: str,
@@ -358,8 +359,10 @@ def test_drain_killed_mid_batch_loses_nothing(db_url, db):
 
     def holds_every_claim() -> None:
         assert claimable(db) == 0  # the blocked batch holds every event's row lock
+        assert live_runs(db, DRAIN_APPLICATION) == {"killed-run"}  # what the sensor sees of a live run
 
     _kill_drain_blocked_on(db, db_url, "blocker", holds_every_claim)
+    assert live_runs(db, DRAIN_APPLICATION) == set()  # …and of a dead one, even if Dagster still says STARTED
     assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == 0  # rolled back
     assert claimable(db) == len(bodies)  # the dead run's transaction ended with its session: no lease to wait out
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'pending' AND attempts = 0"

@@ -11,12 +11,11 @@ from pydantic import ValidationError
 
 from everreach_data.jobs.outbound_messages import SendOutboundConfig, send_outbound_messages
 from everreach_data.jobs.webhook_events import (
-    DRAIN_APPLICATION, QUEUE_TAG, WebhookDrainConfig, live_drain_runs, process_webhook_events,
+    DRAIN_APPLICATION, QUEUE_TAG, WebhookDrainConfig, process_webhook_events,
 )
 from everreach_data.resources import PostgresResource
-from everreach_data.sensors.webhook_events import (
-    START_GRACE_SECONDS, next_request, runs_in_flight, webhook_events_sensor,
-)
+from everreach_data.run_liveness import START_GRACE_SECONDS, live_runs, runs_in_flight, session_name
+from everreach_data.sensors.webhook_events import next_request, webhook_events_sensor
 
 from . import payloads as p
 from .helpers import enqueue, message
@@ -53,13 +52,14 @@ def test_a_started_run_whose_drain_sessions_are_gone_does_not_hold_the_queue(db_
         run = instance.create_run_for_job(process_webhook_events, tags=QUEUE_TAG,
                                           status=dg.DagsterRunStatus.STARTED)
         later = time.time() + START_GRACE_SECONDS + 1
-        assert runs_in_flight(instance, set()) == 1  # just started: it may not have connected yet
-        assert runs_in_flight(instance, set(), now=later) == 0  # long started, no session: its process died
-        with psycopg.connect(db_url, application_name=f"{DRAIN_APPLICATION} {run.run_id}"), \
+        assert runs_in_flight(instance, QUEUE_TAG, set()) == 1  # just started: it may not have connected yet
+        # Long started with no session: its process died.
+        assert runs_in_flight(instance, QUEUE_TAG, set(), now=later) == 0
+        with psycopg.connect(db_url, application_name=session_name(DRAIN_APPLICATION, run.run_id)), \
                 psycopg.connect(db_url) as conn:
-            live = live_drain_runs(conn)
+            live = live_runs(conn, DRAIN_APPLICATION)
         assert live == {run.run_id}
-        assert runs_in_flight(instance, live, now=later) == 1
+        assert runs_in_flight(instance, QUEUE_TAG, live, now=later) == 1
 
 
 def test_job_drains_the_inbox(db_url, db):
