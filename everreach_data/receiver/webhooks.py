@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -45,23 +46,24 @@ MAX_FLUSHERS = 2
 #: How long a request waits for a database connection before answering 503.
 CONNECTION_TIMEOUT_SECONDS = 5.0
 
-# Binary parameters (%b): the text format would escape every quote of every JSON body in Python.
+# Binary parameters (%b): the text format would escape every quote of every JSON body in Python. The
+# objects we handle are a constant of the code, rendered into the statement once (psycopg's Literal): as a
+# third parameter, its list was typed and encoded again on every commit.
 # Stores the bodies that are JSON objects with a non-empty string ``object``; returns the others (1-based
 # position, jsonb type) so their requests get 400. A body that is not JSON at all fails the statement
 # (22P02) and the group is retried one body at a time.
-INSERT_EVENTS = """
+INSERT_EVENTS = sql.SQL("""
 WITH b AS MATERIALIZED (
     SELECT u.i, u.body::jsonb AS p, u.sha FROM unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u (body, sha, i)
 ), ins AS (
     INSERT INTO meta_webhook_event (object, payload, body_sha256, status)
-    SELECT p ->> 'object', p, sha, CASE WHEN p ->> 'object' = ANY(%b::text[]) THEN 'pending' ELSE 'ignored' END
+    SELECT p ->> 'object', p, sha, CASE WHEN p ->> 'object' = ANY({handled}::text[]) THEN 'pending' ELSE 'ignored' END
     FROM b WHERE jsonb_typeof(p -> 'object') = 'string' AND p ->> 'object' <> ''
     ON CONFLICT (body_sha256) DO NOTHING
 )
 SELECT i, jsonb_typeof(p) FROM b
 WHERE jsonb_typeof(p -> 'object') IS DISTINCT FROM 'string' OR p ->> 'object' = ''
-"""
-_HANDLED = sorted(OBJECT_PLATFORMS)
+""").format(handled=sql.Literal(sorted(OBJECT_PLATFORMS))).as_string()
 
 
 class StoreUnavailable(Exception):
@@ -123,10 +125,11 @@ class GroupCommitWriter:
                     async with self._pool.connection(timeout=CONNECTION_TIMEOUT_SECONDS) as conn:
                         # One statement in autocommit is its own transaction: INSERT+COMMIT in one round trip.
                         await conn.set_autocommit(True)
+                        cur = conn.cursor()
                         try:
                             while self._queue and not conn.broken:
                                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                                await self._commit_group(conn, group)
+                                await self._commit_group(cur, group)
                         finally:  # the pool is shared: its connection goes back as it came
                             if not conn.closed and not conn.broken:
                                 with contextlib.suppress(psycopg.Error):
@@ -138,16 +141,16 @@ class GroupCommitWriter:
         finally:
             self._flushers -= 1
 
-    async def _commit_group(self, conn: psycopg.AsyncConnection, group: list[_Pending]) -> None:
+    async def _commit_group(self, cur: psycopg.AsyncCursor, group: list[_Pending]) -> None:
         try:
-            rejected = await self._insert(conn, group)
+            rejected = await self._insert(cur, group)
         except BodyNotStorable as exc:
             if len(group) == 1:
                 _settle(group[0], exc)
                 return
             for item in group:  # isolate the body Postgres refused; the rest still land
                 try:
-                    rejected = await self._insert(conn, [item])
+                    rejected = await self._insert(cur, [item])
                 except Exception as exc:  # noqa: BLE001 - settled per request below
                     _settle(item, exc)
                 else:
@@ -161,10 +164,10 @@ class GroupCommitWriter:
             _settle(item, NotAnEvent(rejected[i]) if i in rejected else None)
 
     @staticmethod
-    async def _insert(conn: psycopg.AsyncConnection, group: list[_Pending]) -> dict[int, str]:
+    async def _insert(cur: psycopg.AsyncCursor, group: list[_Pending]) -> dict[int, str]:
         """INSERT+COMMIT ``group``; returns {1-based position: JSON type} of the bodies not stored."""
         try:
-            cur = await conn.execute(INSERT_EVENTS, ([g.body for g in group], [g.sha256 for g in group], _HANDLED))
+            await cur.execute(INSERT_EVENTS, ([g.body for g in group], [g.sha256 for g in group]))
             return dict(await cur.fetchall())
         except psycopg.Error as exc:
             # Class 22 (data exception) or 54 (e.g. 54001, nested too deeply): the body, not the database.
