@@ -366,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # one line per HTTP call drowns everything else in the dev console
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not args.verbose:  # one line per HTTP call, or per step of Dagster's storage set-up, drowns the rest
+        for noisy in ("httpx", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)
     except KNOWN_FAILURES as exc:
