@@ -4,21 +4,36 @@ A run whose process died (killed, out of memory, its machine gone) can stay ``ST
 run monitoring cannot always reach the process that launched it. A queue sensor that counted such a run as
 in flight would hold its queue until ``dagster/max_runtime`` fails the run. So each queue run names its
 Postgres sessions ``<application> <run id>`` (:func:`session_name`), and a ``STARTED`` run counts only while
-it is young or its sessions are open (:func:`runs_in_flight`).
+it is young or its sessions are open (:func:`runs_in_flight`). Run monitoring is the backstop: queue jobs carry
+a ``dagster/max_runtime`` that their time budget stays well within (:func:`time_budget`).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import dagster as dg
 import psycopg
+from pydantic import Field
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
 
 #: A run started this recently may not have connected yet.
 START_GRACE_SECONDS = 120.0
+#: How far a queue run's time budget stays below its ``dagster/max_runtime``: the work in flight when the
+#: budget ends (a batch, sends awaiting their answer) finishes within it.
+RUNTIME_MARGIN_SECONDS = 120
+
+
+def time_budget(default: float, *, max_runtime_seconds: int, what: str) -> Any:
+    """A config field for a queue run's time budget, refused (with a clear config error) when a run using it
+    could reach ``max_runtime_seconds`` and be failed by run monitoring while healthy."""
+    limit = max_runtime_seconds - RUNTIME_MARGIN_SECONDS
+    return Field(default=default, gt=0, le=limit, description=(
+        f"{what}; at most {limit} s, so that the run ends well within its dagster/max_runtime of "
+        f"{max_runtime_seconds} s."))
 
 
 def session_name(application: str, run_id: str | None) -> str:

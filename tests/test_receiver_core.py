@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_data.config import Settings
 from everreach_data.receiver.app import create_app
 from everreach_data.receiver.auth import authenticate, issue_token
 from everreach_data.receiver.errors import ApiError, api_error_handler

@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import httpx
-from pydantic import Field
 
 from everreach_data.config import Settings, load_settings
 from everreach_data.db import outbound_queue as queue
@@ -40,7 +39,7 @@ from everreach_data.meta import messaging as wire
 from everreach_data.meta.client import AsyncGraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 from everreach_data.resources import PostgresResource
-from everreach_data.run_liveness import session_name
+from everreach_data.run_liveness import session_name, time_budget
 
 QUEUE_TAG = {"everreach/queue": "outbound_messages"}
 #: ``application_name`` of a send run's Postgres sessions, followed by its Dagster run id.
@@ -460,9 +459,8 @@ MAX_RUNTIME_SECONDS = 600
 
 
 class SendOutboundConfig(dg.Config):
-    max_seconds: float = Field(default=240.0, gt=0, le=MAX_RUNTIME_SECONDS - 120, description=(
-        f"Stop claiming jobs after this long; at most {MAX_RUNTIME_SECONDS - 120} s, so that the run ends "
-        f"well within its dagster/max_runtime of {MAX_RUNTIME_SECONDS} s."))
+    max_seconds: float = time_budget(240.0, max_runtime_seconds=MAX_RUNTIME_SECONDS,
+                                     what="Stop claiming jobs after this long")
     linger_seconds: float = 5.0
     unknown_grace_seconds: float = 600.0
 

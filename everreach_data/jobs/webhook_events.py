@@ -35,7 +35,6 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from pydantic import Field
 
 from everreach_data.db import webhook_inbox as inbox
 from everreach_data.db.fast_json import decode_with, jsonb
@@ -43,7 +42,7 @@ from everreach_data.meta.webhooks import (
     Deletion, Delivery, Message, Read, Record, Status, WebhookParseError, parse_webhook,
 )
 from everreach_data.resources import PostgresResource
-from everreach_data.run_liveness import session_name
+from everreach_data.run_liveness import session_name, time_budget
 
 log = logging.getLogger(__name__)
 
@@ -521,9 +520,8 @@ class WebhookDrainConfig(dg.Config):
 
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 2
-    time_budget_seconds: float = Field(default=600.0, gt=0, le=MAX_RUNTIME_SECONDS - 120, description=(
-        f"Stop taking batches after this long; at most {MAX_RUNTIME_SECONDS - 120} s, so that the run ends "
-        f"well within its dagster/max_runtime of {MAX_RUNTIME_SECONDS} s."))
+    time_budget_seconds: float = time_budget(600.0, max_runtime_seconds=MAX_RUNTIME_SECONDS,
+                                             what="Stop taking batches after this long")
     linger_seconds: float = 60.0
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS

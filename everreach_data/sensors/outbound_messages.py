@@ -31,6 +31,7 @@ def next_request(due: bool, in_flight: int) -> dg.RunRequest | dg.SkipReason:
            description="Launches send_outbound_messages while outbound_message_job has due work.")
 def outbound_messages_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     with postgres.connect() as conn:
-        due = due_work_sync(conn)
-        live = live_runs(conn, SEND_APPLICATION) if due else set()
-    return next_request(due, runs_in_flight(context.instance, QUEUE_TAG, live) if due else 0)
+        if not due_work_sync(conn):
+            return next_request(False, 0)
+        live = live_runs(conn, SEND_APPLICATION)
+    return next_request(True, runs_in_flight(context.instance, QUEUE_TAG, live))
