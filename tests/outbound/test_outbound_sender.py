@@ -73,6 +73,30 @@ def test_transient_errors_and_throttles_are_retried_with_bounded_attempts(receiv
     assert "not re-sent" in row["error_message"]
 
 
+def test_page_and_pair_rate_limits_are_waited_out_not_failed(receiver, sandbox, db, db_url, out_settings):
+    """Messenger's per-Page limit (613) and WhatsApp's per-recipient pair rate (131056) are throttles: the
+    job waits and is sent on its next attempt; neither fails it. After a 131056 the recipient's pair bucket is
+    empty, so its retry waits a whole pair interval (shortened here from Meta's 6 s)."""
+    reader = new_user("messenger")
+    user_wrote(db, sandbox, "messenger", reader, HOUR)
+    messenger_job = send_messenger(receiver, {"recipient_id": reader, "text": "hi"}).json()["job_id"]
+    whatsapp_job = send_whatsapp(receiver, {"to": new_user("whatsapp"), **TEMPLATE}).json()["job_id"]
+    faults(sandbox,
+           {"kind": "graph", "path_contains": f"/{PAGE}/messages", "times": 1, "code": 613, "status": 400,
+            "message": "(#613) Calls to this api have exceeded the rate limit."},
+           {"kind": "graph", "path_contains": f"/{PHONE}/messages", "times": 1, "code": 131056, "status": 400,
+            "message": "(#131056) (Business Account, Consumer Account) pair rate limit hit"})
+    report = run_drain(out_settings, db_url, linger_seconds=1.5, pair_interval_seconds=1.0)
+    assert report.throttled == {"613": 1, "131056": 1}
+    assert (report.sent, report.retried, report.failed) == (2, 2, 0)
+    for job in (messenger_job, whatsapp_job):
+        row = job_row(db, job)
+        assert (row["status"], row["attempts"]) == ("sent", 2)
+    waited = job_row(db, whatsapp_job)
+    assert (waited["sent_at"] - waited["created_at"]).total_seconds() >= 1.0
+    assert [m["recipient_id"] for m in sandbox_sent(sandbox, platform="messenger")].count(reader) == 1
+
+
 def test_permanent_errors_fail_at_once(receiver, sandbox, db, db_url, out_settings):
     gone = new_user("messenger")
     user_wrote(db, sandbox, "messenger", gone, HOUR)
