@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,18 +206,23 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="everreach-bench-drain-"))
     server = start_embedded(home, databases=("bench", "latency"))
-    url, latency_url = server.url("bench"), server.url("latency")
-    migrate(url)
-    migrate(latency_url)
-    dagster_home = home / "dagster"
-    dagster_home.mkdir()
-    env = {**os.environ, **SANDBOX_DEFAULTS, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": str(ROOT)}
-    result = {"bench": "webhook_drain", "cpus": os.cpu_count(), "load_avg_1m_before": round(os.getloadavg()[0], 2)}
-    result.update(throughput(url, server.pgdata, args.events))
-    result.update(startup(latency_url, {**env, "DATABASE_URL": latency_url}))
-    result.update(latency(latency_url, {**env, "DATABASE_URL": latency_url}, args.latency_seconds, args.rate))
-    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-    server.stop()
+    try:
+        url, latency_url = server.url("bench"), server.url("latency")
+        migrate(url)
+        migrate(latency_url)
+        dagster_home = home / "dagster"
+        dagster_home.mkdir()
+        env = {**os.environ, **SANDBOX_DEFAULTS, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": str(ROOT)}
+        result = {"bench": "webhook_drain", "cpus": os.cpu_count(),
+                  "load_avg_1m_before": round(os.getloadavg()[0], 2)}
+        result.update(throughput(url, server.pgdata, args.events))
+        latency_env = {**env, "DATABASE_URL": latency_url}
+        result.update(startup(latency_url, latency_env))
+        result.update(latency(latency_url, latency_env, args.latency_seconds, args.rate))
+        result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
     print(json.dumps(result))
 
 

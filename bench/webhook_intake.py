@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -134,42 +135,47 @@ def main() -> None:
     load_before = round(os.getloadavg()[0], 2)
     home = Path(tempfile.mkdtemp(prefix="everreach-bench-intake-"))
     server = start_embedded(home, databases=("bench",))
-    url = server.url("bench")
-    migrate(url)
-    gen = TrafficGenerator(seed=7, duplicate_rate=0.0).bodies()
-    seen: set[bytes] = set()
-    bodies: list[bytes] = []
-    while len(bodies) < args.requests:
-        raw = next(gen)
-        if raw not in seen:
-            seen.add(raw)
-            bodies.append(raw)
-    warmup = [json.dumps({"object": "page", "entry": [], "warm": i}).encode() for i in range(500)]
-
-    port = free_port()
-    env = {**os.environ, **SANDBOX_DEFAULTS, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(port)], env=env, cwd=ROOT)
     try:
-        wait_for_port(port)
-        asyncio.run(load(port, "/api/webhooks/meta", warmup, args.concurrency))
-        asyncio.run(load(port, "/bare", warmup, args.concurrency))
-        per_round = len(bodies) // args.rounds
-        bare_rounds, webhook_rounds = [], []
-        for r in range(args.rounds):
-            chunk = bodies[r * per_round:(r + 1) * per_round]
-            bare_rounds.append(measured(proc.pid, server.pgdata, port, "/bare", chunk, args.concurrency))
-            webhook_rounds.append(measured(proc.pid, server.pgdata, port, "/api/webhooks/meta", chunk,
-                                           args.concurrency))
-        bare, webhook = summary(bare_rounds), summary(webhook_rounds)
-        round_ratios = [round(len(w["latencies"]) / w["seconds"] / (len(b["latencies"]) / b["seconds"]), 3)
-                        for b, w in zip(bare_rounds, webhook_rounds)]
+        url = server.url("bench")
+        migrate(url)
+        gen = TrafficGenerator(seed=7, duplicate_rate=0.0).bodies()
+        seen: set[bytes] = set()
+        bodies: list[bytes] = []
+        while len(bodies) < args.requests:
+            raw = next(gen)
+            if raw not in seen:
+                seen.add(raw)
+                bodies.append(raw)
+        warmup = [json.dumps({"object": "page", "entry": [], "warm": i}).encode() for i in range(500)]
+
+        port = free_port()
+        env = {**os.environ, **SANDBOX_DEFAULTS, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(port)], env=env, cwd=ROOT)
+        try:
+            wait_for_port(port)
+            asyncio.run(load(port, "/api/webhooks/meta", warmup, args.concurrency))
+            asyncio.run(load(port, "/bare", warmup, args.concurrency))
+            per_round = len(bodies) // args.rounds
+            bare_rounds, webhook_rounds = [], []
+            for r in range(args.rounds):
+                chunk = bodies[r * per_round:(r + 1) * per_round]
+                bare_rounds.append(measured(proc.pid, server.pgdata, port, "/bare", chunk, args.concurrency))
+                webhook_rounds.append(measured(proc.pid, server.pgdata, port, "/api/webhooks/meta", chunk,
+                                               args.concurrency))
+            bare, webhook = summary(bare_rounds), summary(webhook_rounds)
+            round_ratios = [
+                round(len(w["latencies"]) / w["seconds"] / (len(b["latencies"]) / b["seconds"]), 3)
+                for b, w in zip(bare_rounds, webhook_rounds)
+            ]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+        with psycopg.connect(url) as conn:
+            stored = {bytes(r[0]) for r in conn.execute("SELECT body_sha256 FROM meta_webhook_event")}
+        all_stored = all(hashlib.sha256(b).digest() in stored for b in bodies[:per_round * args.rounds])
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-    with psycopg.connect(url) as conn:
-        stored = {bytes(r[0]) for r in conn.execute("SELECT body_sha256 FROM meta_webhook_event")}
-    all_stored = all(hashlib.sha256(b).digest() in stored for b in bodies[:per_round * args.rounds])
-    server.stop()
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
     print(json.dumps({
         "bench": "webhook_intake", "requests": args.requests, "concurrency": args.concurrency,
         "cpus": os.cpu_count(), "load_avg_1m_before": load_before, "load_avg_1m": round(os.getloadavg()[0], 2),
