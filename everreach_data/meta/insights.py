@@ -6,9 +6,10 @@ a report run with ``time_increment=1`` (a row per object per day); runs are poll
 ``paging.next`` is absent). All of it travels in Graph batch requests, as Airbyte polls its jobs: each round
 is one batch (up to 50 calls per HTTP request) that starts the queued runs, polls the runs that are due and
 fetches the next page of every finished run. A request Meta calls too large ("Please reduce the amount of
-data", 1/100 with subcode 1487534) is split — the date range halved first, then the campaign ids — a run
-Meta fails ("Job Failed"/"Job Skipped") is restarted once and then split, and a page that is too large is
-fetched again at half the page size. Throttling is the client's (usage headers of every batch item,
+data", 1/100 with subcode 1487534) is split — the date range halved first, then the campaign ids, then the
+metric fields (the parts' rows merged by day and object id before they are parsed) — a run Meta fails ("Job
+Failed"/"Job Skipped") is restarted once and then split, and a page that is too large is fetched again at
+half the page size. Throttling is the client's (usage headers of every batch item,
 ``estimated_time_to_regain_access``, backoff with jitter; throttled items are sent again). Permanent errors
 (expired token, missing permission, a bad field) stop the read with :class:`InsightsError`, whose message
 says what to fix.
@@ -20,6 +21,7 @@ Rows are parsed here and nowhere else: Meta sends every metric as a string; mone
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import deque
@@ -259,7 +261,9 @@ def parse_row(
 
 @dataclass(frozen=True)
 class ReportRequest:
-    """What one async report run asks for. ``campaign_ids`` narrows it after a split by ids."""
+    """What one async report run asks for. ``campaign_ids`` narrows it after a split by ids; ``fields``
+    (the level's ids and names plus some of its metrics) after a split by fields, when it is one part of
+    the rows of merge group ``part_of``."""
 
     account_id: str
     level: str
@@ -267,14 +271,30 @@ class ReportRequest:
     until: date
     campaign_ids: tuple[str, ...] | None = None
     attempt: int = 0
+    fields: tuple[str, ...] | None = None
+    part_of: int | None = None
 
     @property
     def days(self) -> int:
         return (self.until - self.since).days + 1
 
+    @property
+    def asked_fields(self) -> tuple[str, ...]:
+        return self.fields or LEVEL_FIELDS[self.level]
+
     def describe(self) -> str:
         ids = f", {len(self.campaign_ids)} campaigns" if self.campaign_ids else ""
-        return f"{self.account_id} level {self.level} {self.since}..{self.until}{ids}"
+        fields = f", fields {','.join(self.fields)}" if self.fields else ""
+        return f"{self.account_id} level {self.level} {self.since}..{self.until}{ids}{fields}"
+
+
+@dataclass
+class _Merge:
+    """The parts of a request split by fields: their rows, merged by (day, object id), are parsed once the
+    last part has been read. ``pending`` counts the parts not yet read to the end."""
+
+    pending: int
+    rows: dict[tuple[Any, Any], dict[str, Any]] = field(default_factory=dict)
 
 
 #: One report run covers up to this many days: as many as one backfill run of the asset (its
@@ -377,6 +397,8 @@ class InsightsReader:
         self.stats = ReadStats()
         self._sleep, self._clock = sleep, clock
         self._campaigns: dict[str, tuple[str, ...]] = {}
+        self._merges: dict[int, _Merge] = {}
+        self._merge_ids = itertools.count()
 
     # ── planning and splitting ──
 
@@ -415,7 +437,8 @@ class InsightsReader:
         return self._campaigns[account_id]
 
     def split(self, request: ReportRequest, error: GraphAPIError | str) -> list[ReportRequest]:
-        """Two smaller requests: half the days, else half the campaigns (InsightsError if neither)."""
+        """Two smaller requests: half the days, else half the campaigns, else half the metric fields
+        (InsightsError when one day of one campaign is too much even for one metric)."""
         self.stats.splits += 1
         if request.days > 1:
             mid = request.since + timedelta(days=request.days // 2 - 1)
@@ -434,11 +457,43 @@ class InsightsReader:
                 replace(request, campaign_ids=ids[:half], attempt=0),
                 replace(request, campaign_ids=ids[half:], attempt=0),
             ]
+        metrics = [f for f in request.asked_fields if f in METRIC_FIELDS]
+        if len(metrics) > 1:
+            # Airbyte's last resort too: the same rows in two runs, each with the ids and names and half
+            # the metrics, merged by (day, object id) before parsing.
+            keys = tuple(f for f in request.asked_fields if f not in METRIC_FIELDS)
+            if request.part_of is None:
+                group = next(self._merge_ids)
+                self._merges[group] = _Merge(pending=2)
+            else:  # one part of a group becomes two
+                group = request.part_of
+                self._merges[group].pending += 1
+            half = len(metrics) // 2
+            return [
+                replace(request, fields=keys + tuple(metrics[:half]), part_of=group, attempt=0),
+                replace(request, fields=keys + tuple(metrics[half:]), part_of=group, attempt=0),
+            ]
         raise InsightsError(
             f"Meta says one day of one campaign is too much data for {request.describe()} "
-            f"({error}); ask for fewer fields or a coarser level.",
+            f"({error}), even one metric at a time; ask for a coarser level.",
             error if isinstance(error, GraphAPIError) else None,
         )
+
+    def _merged(
+        self, request: ReportRequest, rows: list[Mapping[str, Any]], last_page: bool
+    ) -> list[Mapping[str, Any]]:
+        """A field-split part's page: kept until every part of its group is read, then all its rows."""
+        assert request.part_of is not None
+        merge = self._merges[request.part_of]
+        id_key = f"{request.level}_id"
+        for raw in rows:
+            merge.rows.setdefault((raw.get("date_start"), raw.get(id_key)), {}).update(raw)
+        if not last_page:
+            return []
+        merge.pending -= 1
+        if merge.pending:
+            return []
+        return list(self._merges.pop(request.part_of).rows.values())
 
     # ── the Graph calls ──
 
@@ -450,7 +505,7 @@ class InsightsReader:
             filtering.append({"field": "campaign.id", "operator": "IN", "value": list(request.campaign_ids)})
         return {
             "level": request.level,
-            "fields": ",".join(LEVEL_FIELDS[request.level]),
+            "fields": ",".join(request.asked_fields),
             "time_range": json.dumps(
                 {"since": request.since.isoformat(), "until": request.until.isoformat()}
             ),
@@ -556,9 +611,13 @@ class InsightsReader:
                 self.stats.pages += 1
                 paging = body.get("paging") or {}
                 current.after = (paging.get("cursors") or {}).get("after")
-                if not paging.get("next") or not current.after:
+                last_page = not paging.get("next") or not current.after
+                if last_page:
                     reading.remove(current)
-                yield from self._parse(current.job, body.get("data") or [])
+                rows = body.get("data") or []
+                if current.job.request.part_of is not None:
+                    rows = self._merged(current.job.request, rows, last_page)
+                yield from self._parse(current.job, rows)
 
     def _polled(
         self,

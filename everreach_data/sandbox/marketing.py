@@ -9,9 +9,10 @@ ad id, the day and that day's restatement version, so tests can compute the expe
 - ``GET /{report_run_id}`` (``async_status`` / ``async_percent_completion`` move with time while polled)
   and ``GET /{report_run_id}/insights`` (pages; ``paging.next`` only when there are more).
 
-Meta's limits: too many rows for one request (sync: code 1 "Please reduce the amount of data…"; async:
-100/1487534), the 37-month window (3018), and per-account throttling with ``x-ad-account-usage`` /
-``x-business-use-case-usage`` rising with calls and 17/2446079, 613/1487742 or 80004 past the limit.
+Meta's limits: too much data for one request — too many rows, or (``max_report_cells``) rows × fields (sync:
+code 1 "Please reduce the amount of data…"; async: 100/1487534) — the 37-month window (3018), and
+per-account throttling with ``x-ad-account-usage`` / ``x-business-use-case-usage`` rising with calls and
+17/2446079, 613/1487742 or 80004 past the limit.
 
 Throttling and restatement are the framework's (``charge_ads_call``, ``state.restate`` /
 ``POST /_sandbox/restate``: a restated day's numbers change). Control routes (``/_sandbox/marketing/…``):
@@ -158,6 +159,7 @@ class InsightLimits:
     """The Marketing API's data limits (call-rate limits are the framework's ``state.limits``)."""
 
     max_report_rows: int = 500_000  # async: 100/1487534 above this many rows in one report run
+    max_report_cells: int = 0  # async: 100/1487534 above this many rows × fields (0 = no such limit)
     max_sync_rows: int = 20_000  # sync GET: code 1 "reduce the amount of data" above this
     max_page_size: int = 5000  # larger `limit`s are silently capped, as Meta does
     job_seconds: float = 0.2  # how long an async job runs (plus job_seconds_per_row per row)
@@ -619,7 +621,8 @@ async def start_report(req: GraphRequest) -> dict[str, Any]:
     charge_ads_call(req, req.node.id, use_case="ads_insights")
     report = resolve_report(req)
     w = world(req.state)
-    if len(report.keys) > w.limits.max_report_rows:
+    cells = len(report.keys) * len(report.fields)
+    if len(report.keys) > w.limits.max_report_rows or 0 < w.limits.max_report_cells < cells:
         raise GraphError(100, REDUCE_DATA, subcode=1487534, type="OAuthException")
     with req.state.lock:
         run_id = str(w.next_run_id)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from datetime import date, timedelta
 
 import httpx
 import pytest
 
 from everreach_data.assets.ads import sync_ad_performance
-from everreach_data.meta.insights import InsightsError
+from everreach_data.meta.errors import GraphAPIError
+from everreach_data.meta.insights import InsightsError, InsightsReader, ReportRequest
 from everreach_data.sandbox import marketing
 
 from .helpers import PRIMARY, SECOND, cents, client, expected, fast_options, sandbox
@@ -143,6 +144,33 @@ def test_too_much_data_is_split_and_completes(db, db_url):
     assert state.counters.get("error.100", 0) >= result.splits
 
 
+def test_a_day_too_large_for_one_campaign_is_split_by_fields_and_merged(db, db_url):
+    """Meta's limit is the amount of data (rows × fields): when one day of one campaign is still too much,
+    the metrics are asked for in two runs (ids and names in each) whose rows are merged by day and object
+    id before parsing, so spend (first half) and conversions from actions (second half) land on one row."""
+    with sandbox() as (state, base), client(base) as c:
+        # 4 ads per campaign: a campaign-day is 4 rows × 18 fields = 72 cells; with half the metrics, 48.
+        marketing.world(state).limits.max_report_cells = 48
+        campaign = next(iter(marketing.world(state).accounts[PRIMARY].campaigns))
+        reader = InsightsReader(c, fast_options())
+        whole = ReportRequest(PRIMARY, "ad", SINCE, SINCE, campaign_ids=(campaign,))
+        with pytest.raises(GraphAPIError) as refused:
+            c.post(f"{PRIMARY}/insights", params=reader._params(whole))
+        assert (refused.value.code, refused.value.subcode) == (100, 1487534)
+
+        result = sync_ad_performance(
+            db_url, c, accounts=[PRIMARY], levels=["ad"], since=SINCE, until=SINCE + timedelta(days=2),
+            options=fast_options(),
+        )
+    want = expected(state, PRIMARY, "ad", SINCE, SINCE + timedelta(days=2))
+    got = level_totals(db, "ad")
+    assert got["n"] == want.rows == result.rows_per_level["ad"]
+    assert (cents(got["spend"]), got["impressions"], got["clicks"]) == (want.spend_cents, want.impressions,
+                                                                        want.clicks)
+    assert (got["conversions"], cents(got["value"])) == (want.conversions, want.conversion_value_cents)
+    assert result.splits > 2  # days, then campaigns, then fields
+
+
 @pytest.mark.parametrize("limit", ["ad_account_calls", "user_calls"])
 def test_throttling_slows_the_run_but_it_completes(db, db_url, limit):
     """ad_account_calls: reported in x-ad-account-usage (read from every batch item), so the client paces
@@ -270,8 +298,6 @@ def test_a_run_that_fails_at_one_day_of_one_campaign_stops_clearly(db, db_url):
 
 
 def test_a_backfill_batch_is_one_report_run_per_level_and_account():
-    from datetime import timedelta
-
     from everreach_data.assets.ads import DAYS_PER_RUN
     from everreach_data.meta.insights import InsightsReader
 
