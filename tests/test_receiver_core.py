@@ -17,7 +17,8 @@ from everreach_data.receiver.auth import authenticate, issue_token
 from everreach_data.receiver.errors import ApiError, api_error_handler
 from tests.servers import serve
 
-SECRET = "test-jwt-secret-0123456789abcdef"
+SECRET = "test-jwt-secret-0123456789abcdef-long-enough-for-hs512-0123456789"  # 64+ bytes: no key warnings
+OTHER_SECRET = "other-secret-0123456789abcdef-0123456789"
 
 
 def test_healthz_and_openapi(settings, db_url):
@@ -54,8 +55,8 @@ def auth_app() -> Starlette:
     (None, "missing bearer token"),
     ("Basic abc", "missing bearer token"),
     ("Bearer not-a-jwt", "invalid token"),
-    ("Bearer " + jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, "other-secret-0123456789abcdef",
-                            algorithm="HS256"), "invalid token"),
+    ("Bearer " + jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, OTHER_SECRET, algorithm="HS256"),
+     "invalid token"),
     ("Bearer " + jwt.encode({"sub": "u1", "exp": int(time.time()) - 5}, SECRET, algorithm="HS256"),
      "token expired"),
     ("Bearer " + jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256"), "invalid token"),
