@@ -162,18 +162,20 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
     exe = [sys.executable, "-m", "everreach_data.cli"]
     receiver_url = f"http://127.0.0.1:{args.receiver_port}"
-    procs: list[tuple[str, list[str]]] = []
+    procs: list[tuple[str, list[str], Path]] = []  # (name, command, working directory)
     if use_sandbox:
         procs.append(("sandbox", exe + ["sandbox", "--port", str(args.sandbox_port),
-                                        "--webhook-url", f"{receiver_url}/api/webhooks/meta"]))
-    procs.append(("receiver", exe + ["serve", "--port", str(args.receiver_port)]))
+                                        "--webhook-url", f"{receiver_url}/api/webhooks/meta"], PROJECT_ROOT))
+    procs.append(("receiver", exe + ["serve", "--port", str(args.receiver_port)], PROJECT_ROOT))
+    # Dagster runs in its home: started in the project root, it finds dagster.yaml there and warns that it
+    # is not DAGSTER_HOME's (it is copied there, above).
     procs.append(("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                              "-h", "127.0.0.1", "-p", str(args.dagster_port)]))
+                              "-h", "127.0.0.1", "-p", str(args.dagster_port)], dagster_home))
     if use_sandbox and args.traffic_rate > 0:
         procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
-                                        "--rate", str(args.traffic_rate)]))
+                                        "--rate", str(args.traffic_rate)], PROJECT_ROOT))
     try:
-        run_supervised(procs, env, cwd=PROJECT_ROOT, banner=[
+        run_supervised(procs, env, banner=[
             f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
             f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
             f"Graph API       {env.get('META_GRAPH_URL', settings.META_GRAPH_URL)}"
@@ -186,7 +188,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             print(f"embedded Postgres stopped; its data stays in {embedded.pgdata}", flush=True)
 
 
-def run_supervised(procs: list[tuple[str, list[str]]], env: dict[str, str], *, cwd: Path,
+def run_supervised(procs: list[tuple[str, list[str], Path]], env: dict[str, str], *,
                    banner: list[str]) -> None:
     """Start each process, stop them all when one exits or on Ctrl-C."""
     running: list[tuple[str, subprocess.Popen]] = []
@@ -199,7 +201,7 @@ def run_supervised(procs: list[tuple[str, list[str]]], env: dict[str, str], *, c
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     try:
-        for name, cmd in procs:
+        for name, cmd, cwd in procs:
             running.append((name, subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)))
         print("\n".join(["", *("  " + line for line in banner), ""]), flush=True)
         while not stopping:
