@@ -148,6 +148,16 @@ def step_assets(ctx: DemoContext) -> str:
             f"{meta['meta_conversion_event']['events_sent'].value} sent")
 
 
+#: What the webhook step reports: counted before and after it, so a second demo on the same database (the
+#: embedded one keeps its data) reports what this run added, not what the tables hold.
+WEBHOOK_COUNTS = """
+SELECT (SELECT count(*) FROM meta_webhook_event) AS stored,
+       (SELECT count(*) FROM conversation_thread) AS threads,
+       (SELECT count(*) FROM conversation_message) AS messages,
+       (SELECT count(*) FROM message_delivery_event) AS receipts
+"""
+
+
 def step_webhooks(ctx: DemoContext) -> str:
     """Post a burst of signed Messenger/Instagram/WhatsApp webhooks to the receiver, then drain them."""
     import asyncio
@@ -157,22 +167,20 @@ def step_webhooks(ctx: DemoContext) -> str:
     from everreach_data.sandbox.traffic import post_traffic
     from everreach_data.serving import serve_in_background
 
+    with connect(ctx.db_url) as conn:
+        before = conn.execute(WEBHOOK_COUNTS).fetchone()
     with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
         ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"
         posted = asyncio.run(post_traffic(ctx.sandbox.webhook_url, ctx.settings.secret("META_APP_SECRET") or "",
                                           rate=500, count=300, seed=1))
         stats = drain_url(ctx.db_url)
     with connect(ctx.db_url) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM meta_webhook_event) AS stored, "
-            "(SELECT count(*) FROM meta_webhook_event WHERE status = 'done') AS done, "
-            "(SELECT count(*) FROM conversation_thread) AS threads, "
-            "(SELECT count(*) FROM conversation_message) AS messages, "
-            "(SELECT count(*) FROM message_delivery_event) AS receipts").fetchone()
-    ctx.results["webhooks"] = {**posted, **row}
-    return (f"{posted['ok']} POSTs answered 200 ({row['stored']} distinct events stored, duplicates dropped); "
-            f"drained {stats.claimed}: {row['threads']} threads, {row['messages']} messages, "
-            f"{row['receipts']} receipts")
+        after = conn.execute(WEBHOOK_COUNTS).fetchone()
+    added = {name: after[name] - before[name] for name in after}
+    ctx.results["webhooks"] = {**posted, **added}
+    return (f"{posted['ok']} POSTs answered 200 ({added['stored']} distinct events stored, duplicates dropped); "
+            f"drained {stats.claimed}: {added['threads']} new threads, {added['messages']} messages, "
+            f"{added['receipts']} receipts")
 
 
 def step_send(ctx: DemoContext) -> str:

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 
 from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS, Settings
-from everreach_data.demo import STEPS, DemoContext, run_demo
+from everreach_data.demo import STEPS, DemoContext, run_demo, step_webhooks
 from tests.servers import free_port
 
 
@@ -44,6 +44,15 @@ def test_demo_runs_every_step_against_the_in_process_sandbox(empty_db_url: str) 
                                    "JOIN conversation_message m USING (message_id)").fetchone()
         assert (job, status) == ("sent", "read") and "message now 'read'" in summary["message out"]
         assert "outbound_message_job 1," in summary["what landed where"]
+        stored_before = conn.execute("SELECT count(*) FROM meta_webhook_event").fetchone()[0]
+
+    # A second demo on the same database (the embedded one keeps its data) reports what it added.
+    again = run_demo(Settings(DATABASE_URL=empty_db_url), steps=[("webhooks in", step_webhooks)],
+                     out=lambda line: None)  # type: ignore[arg-type]
+    with psycopg.connect(empty_db_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM meta_webhook_event").fetchone()[0]
+    assert again.ok and 0 < stored - stored_before < stored
+    assert f"({stored - stored_before} distinct events stored" in dict(again.lines)["webhooks in"]
 
 
 def test_a_failing_step_stops_the_demo_with_its_name(db_url: str) -> None:
