@@ -148,16 +148,6 @@ def step_assets(ctx: DemoContext) -> str:
             f"{meta['meta_conversion_event']['events_sent'].value} sent")
 
 
-#: What the webhook step reports: counted before and after it, so a second demo on the same database (the
-#: embedded one keeps its data) reports what this run added, not what the tables hold.
-WEBHOOK_COUNTS = """
-SELECT (SELECT count(*) FROM meta_webhook_event) AS stored,
-       (SELECT count(*) FROM conversation_thread) AS threads,
-       (SELECT count(*) FROM conversation_message) AS messages,
-       (SELECT count(*) FROM message_delivery_event) AS receipts
-"""
-
-
 def step_webhooks(ctx: DemoContext) -> str:
     """Post a burst of signed Messenger/Instagram/WhatsApp webhooks to the receiver, then drain them."""
     import asyncio
@@ -167,20 +157,20 @@ def step_webhooks(ctx: DemoContext) -> str:
     from everreach_data.sandbox.traffic import post_traffic
     from everreach_data.serving import serve_in_background
 
-    with connect(ctx.db_url) as conn:
-        before = conn.execute(WEBHOOK_COUNTS).fetchone()
+    # Counted before and after: the embedded database keeps its data, so a second demo reports what it
+    # added, not what the tables hold.
+    tables = ("meta_webhook_event", "conversation_thread", "conversation_message", "message_delivery_event")
+    before = table_counts(ctx.db_url, tables)
     with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
         ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"
         posted = asyncio.run(post_traffic(ctx.sandbox.webhook_url, ctx.settings.secret("META_APP_SECRET") or "",
                                           rate=500, count=300, seed=1))
         stats = drain_url(ctx.db_url)
-    with connect(ctx.db_url) as conn:
-        after = conn.execute(WEBHOOK_COUNTS).fetchone()
-    added = {name: after[name] - before[name] for name in after}
+    added = {t: n - before[t] for t, n in table_counts(ctx.db_url, tables).items()}
     ctx.results["webhooks"] = {**posted, **added}
-    return (f"{posted['ok']} POSTs answered 200 ({added['stored']} distinct events stored, duplicates dropped); "
-            f"drained {stats.claimed}: {added['threads']} new threads, {added['messages']} messages, "
-            f"{added['receipts']} receipts")
+    return (f"{posted['ok']} POSTs answered 200 ({added['meta_webhook_event']} distinct events stored, "
+            f"duplicates dropped); drained {stats.claimed}: {added['conversation_thread']} new threads, "
+            f"{added['conversation_message']} messages, {added['message_delivery_event']} receipts")
 
 
 def step_send(ctx: DemoContext) -> str:
@@ -228,11 +218,15 @@ def step_summary(ctx: DemoContext) -> str:
               "social_account_insights", "meta_conversion_event", "meta_webhook_event", "conversation_thread",
               "conversation_message", "message_delivery_event", "messaging_policy_window",
               "outbound_message_job", "user_event")
+    return ", ".join(f"{t} {n}" for t, n in table_counts(ctx.db_url, tables).items())
+
+
+def table_counts(db_url: str, tables: tuple[str, ...]) -> dict[str, int]:
+    """Row counts keyed by table name: the summary lists them, the webhook step takes differences."""
     query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
         sql.SQL("(SELECT count(*) FROM {t}) AS {t}").format(t=sql.Identifier(t)) for t in tables))
-    with connect(ctx.db_url) as conn:
-        counts = conn.execute(query).fetchone()
-    return ", ".join(f"{t} {n}" for t, n in counts.items())
+    with connect(db_url) as conn:
+        return conn.execute(query).fetchone()
 
 
 STEPS: list[tuple[str, Step]] = [
