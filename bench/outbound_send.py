@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from everreach_data.config import SANDBOX_DEFAULTS, Settings  # noqa: E402
+from everreach_data.config import Settings  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.jobs.outbound_messages import SendConfig, drain  # noqa: E402
@@ -48,7 +49,7 @@ TEMPLATE = {"name": "order_update", "language": {"code": "en_US"}}
 def _serve_sandbox(port: int) -> None:
     import uvicorn
 
-    from everreach_data.sandbox.server import build_app
+    from everreach_sandbox.server import build_app
 
     uvicorn.run(build_app(), host="127.0.0.1", port=port, log_level="error", access_log=False)
 

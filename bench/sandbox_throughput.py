@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_data.config import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 
 PAGE = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
 TOKEN = SANDBOX_DEFAULTS["MESSENGER_PAGE_TOKEN"]
@@ -47,7 +47,7 @@ def serve(kind: str, port: int) -> None:
 
         app = Starlette(routes=[Route("/ok", ok)])
     else:
-        from everreach_data.sandbox.server import build_app
+        from everreach_sandbox.server import build_app
 
         app = build_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)

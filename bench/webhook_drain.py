@@ -36,14 +36,14 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_data.config import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db import webhook_inbox as inbox  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.jobs.webhook_events import drain_url, process_webhook_events  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
-from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
+from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 from everreach_data.sensors.webhook_events import INTERVAL_SECONDS, next_request  # noqa: E402
 from everreach_data.serving import wait_for_port  # noqa: E402
 from procstat import postgres_cpu  # noqa: E402

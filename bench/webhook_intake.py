@@ -33,10 +33,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_data.config import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.sandbox.traffic import TrafficGenerator, sign  # noqa: E402
+from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 from everreach_data.serving import wait_for_port  # noqa: E402
 from procstat import cpu_seconds, postgres_cpu  # noqa: E402
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS, Settings, load_settings
+from everreach_data.config import PROJECT_ROOT, Settings, load_settings
 from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
 from everreach_data.db.embedded import EmbeddedPostgresError, start_embedded
 from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> None:
-    from everreach_data.sandbox.server import run_sandbox
+    from everreach_sandbox.server import run_sandbox
 
     ensure_port_free(args.host, args.port, "Graph API sandbox")
     run_sandbox(args)
@@ -115,6 +115,8 @@ def real_meta_configured(settings: Settings) -> bool:
 
 def dev_environment(settings: Settings, *, sandbox_port: int) -> tuple[dict[str, str], bool]:
     """The child processes' environment, and whether the sandbox stands in for Meta."""
+    from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+
     env = dict(os.environ)
     use_sandbox = not real_meta_configured(settings)
     if use_sandbox:
@@ -261,7 +263,8 @@ def cmd_traffic(args: argparse.Namespace) -> None:
     """Signed, realistic Messenger/Instagram/WhatsApp webhook traffic at a chosen rate."""
     import asyncio
 
-    from everreach_data.sandbox.traffic import post_traffic
+    from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+    from everreach_sandbox.traffic import post_traffic
 
     secret = load_settings().secret("META_APP_SECRET") or SANDBOX_DEFAULTS["META_APP_SECRET"]
     result = asyncio.run(post_traffic(args.url, secret, rate=args.rate, count=args.count, seed=args.seed))

@@ -20,12 +20,13 @@ from typing import Any
 
 from psycopg import sql
 
-from everreach_data.config import SANDBOX_DEFAULTS, Settings
+from everreach_data.config import Settings
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db.connection import connect, database_urls, redact
 from everreach_data.db.migrate import SQL_DIR, migrate
 from everreach_data.meta.client import GraphClient
-from everreach_data.sandbox.core import SandboxState, utc_today
-from everreach_data.sandbox.server import app_token, build_state, serve_in_background
+from everreach_sandbox.core import SandboxState, utc_today
+from everreach_sandbox.server import app_token, build_state, serve_in_background
 
 
 @dataclass
@@ -154,7 +155,7 @@ def step_webhooks(ctx: DemoContext) -> str:
 
     from everreach_data.jobs.webhook_events import drain_url
     from everreach_data.receiver.app import create_app
-    from everreach_data.sandbox.traffic import post_traffic
+    from everreach_sandbox.traffic import post_traffic
     from everreach_data.serving import serve_in_background
 
     # Counted before and after: the embedded database keeps its data, so a second demo reports what it
@@ -184,7 +185,7 @@ def step_send(ctx: DemoContext) -> str:
     from everreach_data.jobs.webhook_events import drain_url
     from everreach_data.receiver.app import create_app
     from everreach_data.receiver.auth import issue_token
-    from everreach_data.sandbox.traffic import KNOWN_USERS
+    from everreach_sandbox.traffic import KNOWN_USERS
     from everreach_data.serving import serve_in_background
 
     with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:

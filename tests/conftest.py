@@ -16,7 +16,8 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from everreach_data.config import SANDBOX_DEFAULTS, Settings
+from everreach_data.config import Settings
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db.embedded import EmbeddedPostgres, start_embedded
 from everreach_data.db.migrate import migrate
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psycopg
 
-from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS
+from everreach_data.config import PROJECT_ROOT
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db.embedded import start_embedded
 
 CLI = [sys.executable, "-m", "everreach_data.cli"]

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from everreach_data.assets.conversions import ConversionsAPIResource, meta_conversion_event
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.resources import PostgresResource
-from everreach_data.sandbox.server import build_app, build_state
+from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 
 PIXEL = SANDBOX_DEFAULTS["META_PIXEL_ID"]

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.receiver.app import create_app
 from everreach_data.receiver.auth import issue_token
-from everreach_data.sandbox.server import build_app, build_state
+from everreach_sandbox.server import build_app, build_state
 from tests.servers import free_port, serve
 
 PATH = "/api/v1/integrations/meta/conversions"

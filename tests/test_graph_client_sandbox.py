@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from everreach_data.config import SANDBOX_DEFAULTS as D
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_data.meta.client import AsyncGraphClient, GraphClient, RetryPolicy
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 from everreach_data.meta.usage import Usage
-from everreach_data.sandbox.app import create_sandbox_app
-from everreach_data.sandbox.core import (
+from everreach_sandbox.app import create_sandbox_app
+from everreach_sandbox.core import (
     Fault,
     GraphRequest,
     Limits,
@@ -25,7 +25,7 @@ from everreach_data.sandbox.core import (
     charge_buc,
     utc_today,
 )
-from everreach_data.sandbox.server import SURFACES, build_app, build_state
+from everreach_sandbox.server import SURFACES, build_app, build_state
 from tests.servers import serve
 
 PAGE = D["MESSENGER_PAGE_ID"]

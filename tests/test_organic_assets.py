@@ -15,11 +15,11 @@ from everreach_data.assets.organic import (
     social_media_post,
     social_post_insights,
 )
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.meta import organic
 from everreach_data.meta.client import GraphClient
 from everreach_data.resources import PostgresResource
-from everreach_data.sandbox.server import build_app, build_state
+from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 
 PAGE, IG = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"], SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]

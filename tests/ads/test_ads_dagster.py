@@ -14,7 +14,8 @@ import psycopg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from everreach_data.assets import ads
-from everreach_data.config import PROJECT_ROOT, SANDBOX_DEFAULTS
+from everreach_data.config import PROJECT_ROOT
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.resources import PostgresResource
 
 from .helpers import PRIMARY, SECOND, TOKEN, expected, sandbox

@@ -7,7 +7,7 @@ from datetime import date
 
 import httpx
 
-from everreach_data.sandbox import marketing
+from everreach_sandbox import marketing
 
 from .helpers import PRIMARY, TOKEN, sandbox
 

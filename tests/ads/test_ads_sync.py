@@ -12,7 +12,7 @@ import pytest
 from everreach_data.assets.ads import sync_ad_performance
 from everreach_data.meta.errors import GraphAPIError
 from everreach_data.meta.insights import InsightsError, InsightsReader, ReportRequest
-from everreach_data.sandbox import marketing
+from everreach_sandbox import marketing
 
 from .helpers import PRIMARY, SECOND, cents, client, expected, fast_options, sandbox
 
@@ -233,7 +233,7 @@ def test_expired_token_fails_clearly_and_writes_nothing(db, db_url):
 
 def test_bad_field_and_missing_permission_fail_clearly(db, db_url):
     from everreach_data.meta.insights import InsightsReader
-    from everreach_data.sandbox.core import TokenInfo
+    from everreach_sandbox.core import TokenInfo
 
     with sandbox() as (state, base):
         state.tokens["page-only"] = TokenInfo("page-only", scopes=("pages_messaging",))

@@ -10,7 +10,7 @@ import pytest
 
 from everreach_data.meta.client import AsyncGraphClient, BatchCall, GraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
-from everreach_data.sandbox.core import TokenInfo
+from everreach_sandbox.core import TokenInfo
 
 from .helpers import FAST_RETRY, PRIMARY, SECOND, TOKEN, client, sandbox
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from everreach_data.receiver.app import create_app
-from everreach_data.sandbox.server import build_app, build_state
+from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 
 

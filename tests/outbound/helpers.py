@@ -9,7 +9,7 @@ import uuid
 import httpx
 import psycopg
 
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.jobs.outbound_messages import DrainReport, SendConfig, drain
 from everreach_data.receiver.auth import issue_token
 

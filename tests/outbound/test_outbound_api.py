@@ -8,7 +8,7 @@ import time
 import httpx
 import jwt
 
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 from .helpers import HOUR, bearer, job_status, new_user, send_messenger, send_whatsapp, user_wrote
 

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 
 from everreach_data import cli, run_liveness
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.jobs import outbound_messages as jobs
 from everreach_data.jobs.outbound_messages import SendConfig
 from everreach_data.resources import PostgresResource

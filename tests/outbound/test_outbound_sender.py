@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db import outbound_queue as queue
 from everreach_data.jobs.outbound_messages import RetryFailedConfig, retry_failed
 from everreach_data.jobs.webhook_events import drain_url as process_webhooks

@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any
 
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 PAGE = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
 IG = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]

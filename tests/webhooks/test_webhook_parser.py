@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from everreach_data.meta.webhooks import (
     Deletion, Delivery, Message, Read, Status, WebhookParseError, parse_webhook,
 )
-from everreach_data.sandbox.traffic import TrafficGenerator
+from everreach_sandbox.traffic import TrafficGenerator
 
 from . import payloads as p
 

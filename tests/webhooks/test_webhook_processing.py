@@ -23,7 +23,7 @@ from everreach_data.db.webhook_inbox import as_ranges
 from everreach_data.jobs.webhook_events import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, apply_records, drain
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_data.run_liveness import live_runs
-from everreach_data.sandbox.traffic import TrafficGenerator
+from everreach_sandbox.traffic import TrafficGenerator
 
 from . import payloads as p
 from .helpers import enqueue, message, outbound, process, snapshot

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from everreach_data import serving
-from everreach_data.config import SANDBOX_DEFAULTS
-from everreach_data.sandbox import capi, debug, marketing, messaging, pages
-from everreach_data.sandbox.core import Limits, SandboxState, TokenInfo
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from everreach_sandbox import capi, debug, marketing, messaging, pages
+from everreach_sandbox.core import Limits, SandboxState, TokenInfo
 
 SURFACES = [marketing.surface, pages.surface, messaging.surface, capi.surface, debug.surface]
 APP_ID = TokenInfo("").app_id
@@ -68,7 +68,7 @@ def build_state(
 
 
 def build_app(state: SandboxState | None = None):
-    from everreach_data.sandbox.app import create_sandbox_app
+    from everreach_sandbox.app import create_sandbox_app
 
     return create_sandbox_app(state or build_state(), SURFACES)
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from everreach_data.config import SANDBOX_DEFAULTS
-from everreach_data.sandbox.core import (
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from everreach_sandbox.core import (
     GraphError,
     GraphRequest,
     Node,

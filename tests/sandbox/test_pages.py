@@ -8,10 +8,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from everreach_data.config import SANDBOX_DEFAULTS as D
-from everreach_data.sandbox.core import utc_today
-from everreach_data.sandbox.pages import MEDIA_METRICS
-from everreach_data.sandbox.server import build_app, build_state
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
+from everreach_sandbox.core import utc_today
+from everreach_sandbox.pages import MEDIA_METRICS
+from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 
 PAGE = D["MESSENGER_PAGE_ID"]

@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from everreach_data.config import SANDBOX_DEFAULTS as D
-from everreach_data.sandbox.server import build_app
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
+from everreach_sandbox.server import build_app
 from tests.servers import serve
 
 PIXEL = D["META_PIXEL_ID"]

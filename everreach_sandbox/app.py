@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from everreach_data.sandbox.core import (
+from everreach_sandbox.core import (
     Fault,
     GraphError,
     GraphRequest,

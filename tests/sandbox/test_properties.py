@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from everreach_data.sandbox.core import GraphError, UsageBucket, _cursor, _offset, parse_day, unit
+from everreach_sandbox.core import GraphError, UsageBucket, _cursor, _offset, parse_day, unit
 
 
 @given(st.integers(min_value=0, max_value=10**9))

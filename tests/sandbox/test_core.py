@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from everreach_data.config import SANDBOX_DEFAULTS as D
-from everreach_data.sandbox.app import create_sandbox_app
-from everreach_data.sandbox.core import (
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
+from everreach_sandbox.app import create_sandbox_app
+from everreach_sandbox.core import (
     GraphRequest,
     Limits,
     Node,
@@ -21,7 +21,7 @@ from everreach_data.sandbox.core import (
     charge_buc,
     utc_today,
 )
-from everreach_data.sandbox.server import SURFACES, app_token, build_app, build_state
+from everreach_sandbox.server import SURFACES, app_token, build_app, build_state
 from tests.servers import serve
 
 PAGE = D["MESSENGER_PAGE_ID"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from everreach_data.sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface, unit
+from everreach_sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface, unit
 
 surface = Surface("debug")
 APPLICATION = "EverReach Sandbox"

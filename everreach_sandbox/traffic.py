@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from everreach_data.config import SANDBOX_DEFAULTS
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 PAGE_ID = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
 IG_ID = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]

@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_data.config import SANDBOX_DEFAULTS
-from everreach_data.sandbox.core import (
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from everreach_sandbox.core import (
     GraphError,
     GraphRequest,
     Node,
