@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_data.assets.ads_writer import Spool, replace_range  # noqa: E402
+from everreach_data.ads.writer import Spool, replace_range  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.connection import connect  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402

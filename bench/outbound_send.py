@@ -36,7 +36,7 @@ from everreach_data.config import Settings  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.jobs.outbound_messages import SendConfig, drain  # noqa: E402
+from everreach_data.outbound.sender import SendConfig, drain  # noqa: E402
 from everreach_data.meta.client import AsyncGraphClient  # noqa: E402
 from everreach_data.meta.errors import GraphAPIError  # noqa: E402
 from everreach_data.receiver.auth import issue_token  # noqa: E402

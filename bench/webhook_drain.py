@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
-from everreach_data.db import webhook_inbox as inbox  # noqa: E402
+from everreach_data.inbox import queue as inbox  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.jobs.webhook_events import drain_url, process_webhook_events  # noqa: E402
+from everreach_data.inbox.drain import drain_url, process_webhook_events  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
 from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402

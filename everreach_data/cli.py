@@ -232,7 +232,7 @@ def run_supervised(procs: list[tuple[str, list[str], Path]], env: dict[str, str]
 
 def cmd_replay_webhooks(args: argparse.Namespace) -> None:
     """Put stored webhook events back in the queue; processing them again changes nothing already right."""
-    from everreach_data.db.webhook_inbox import requeue
+    from everreach_data.inbox.queue import requeue
     from everreach_data.meta.webhooks import OBJECT_PLATFORMS
 
     url = database_urls(load_settings())[0]
@@ -248,13 +248,12 @@ def cmd_retry_messages(args: argparse.Namespace) -> None:
     """Put failed (optionally unknown-outcome) outbound messages back in the queue."""
     import asyncio
 
-    from everreach_data.jobs.outbound_messages import RetryFailedConfig, retry_failed
+    from everreach_data.outbound.operations import retry_failed
 
     url = database_urls(load_settings())[0]
     migrate(url)
-    n = asyncio.run(retry_failed(url, RetryFailedConfig(
-        job_ids=args.job_id or [], since_hours=args.since_hours, platform=args.platform or "",
-        include_unknown=args.include_unknown, resume_channels=args.resume_channels)))
+    n = asyncio.run(retry_failed(url, job_ids=args.job_id, since_hours=args.since_hours, platform=args.platform,
+                                 include_unknown=args.include_unknown, resume_channels=args.resume_channels))
     print(f"re-queued {n} outbound messages; outbound_messages_sensor (or `dagster job execute -j "
           f"send_outbound_messages`) will send them")
 
@@ -338,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay-webhooks", help="re-queue stored webhook events for processing")
     p.add_argument("--since", type=_timestamp, help="received at or after (ISO 8601)")
     p.add_argument("--until", type=_timestamp, help="received before (ISO 8601)")
-    p.add_argument("--status", action="append", choices=["done", "failed", "ignored", "pending", "processing"],
+    p.add_argument("--status", action="append", choices=["done", "failed", "ignored", "pending"],
                    help="only events in this status (repeatable; default done and failed)")
     p.set_defaults(func=cmd_replay_webhooks)
 

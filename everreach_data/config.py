@@ -6,14 +6,56 @@ sandbox can build settings explicitly without touching the process environment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
+from typing import get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where each messaging platform's channel id and sending token are configured (setting names, tokens in
+#: order of preference): a Page-linked Instagram account sends with its Page's token when it has none.
+CHANNEL_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "messenger": ("MESSENGER_PAGE_ID", ("MESSENGER_PAGE_TOKEN",)),
+    "instagram": ("INSTAGRAM_USER_ID", ("INSTAGRAM_PAGE_TOKEN", "MESSENGER_PAGE_TOKEN")),
+    "whatsapp": ("WHATSAPP_PHONE_NUMBER_ID", ("WHATSAPP_ACCESS_TOKEN",)),
+}
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One messaging channel as configured: the Page, IG account or phone number id, and its token."""
+
+    platform: str
+    channel_id: str | None
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def id_setting(self) -> str:
+        return CHANNEL_SETTINGS[self.platform][0]
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The messaging channels and the Graph API they send through."""
+
+    graph_base_url: str
+    by_platform: dict[str, Channel]
+
+    def __getitem__(self, platform: str) -> Channel:
+        return self.by_platform[platform]
+
+    @classmethod
+    def from_values(cls, graph_base_url: str, value: Callable[[str], str | None]) -> Channels:
+        """The channels from a lookup of setting names (the settings, or a resource's fields)."""
+        return cls(graph_base_url, {
+            platform: Channel(platform, value(id_name), next((t for n in tokens if (t := value(n))), None))
+            for platform, (id_name, tokens) in CHANNEL_SETTINGS.items()})
 
 
 
@@ -35,7 +77,7 @@ class Settings(BaseSettings):
     # Ads
     FB_ADS_ACCESS_TOKEN: SecretStr | None = None
     FB_ADS_ACCOUNT_ID: str | None = Field(default=None, description="comma-separated for several accounts")
-    ADS_LEVELS: str = "campaign,adset,ad"                  # insights levels ad_performance reads
+    ADS_LEVELS: str | None = None                          # insights levels ad_performance reads (unset: all)
     ADS_CONVERSION_ACTION_TYPES: str | None = None         # comma-separated; unset = meta.insights' default
     ADS_LOOKBACK_DAILY_DAYS: int = 3                       # re-pulled every day (the days before yesterday)
     ADS_LOOKBACK_WEEKLY_DAYS: int = 28                     # re-pulled weekly: Meta restates up to 28 days
@@ -62,10 +104,13 @@ class Settings(BaseSettings):
 
     @cached_property
     def ad_account_ids(self) -> list[str]:
-        """``FB_ADS_ACCOUNT_ID`` as a list of ``act_``-prefixed ids (the prefix is optional in the env)."""
-        raw = self.FB_ADS_ACCOUNT_ID or ""
-        ids = [part.strip() for part in raw.split(",") if part.strip()]
-        return [i if i.startswith("act_") else f"act_{i}" for i in ids]
+        """``FB_ADS_ACCOUNT_ID`` as a list (the ``act_`` prefix is added where Meta wants it)."""
+        return self.csv(self.FB_ADS_ACCOUNT_ID)
+
+    @staticmethod
+    def csv(value: str | None) -> list[str]:
+        """A comma-separated setting as a list (blanks dropped)."""
+        return [part.strip() for part in (value or "").split(",") if part.strip()]
 
     @property
     def graph_base_url(self) -> str:
@@ -76,11 +121,27 @@ class Settings(BaseSettings):
         return self.DATABASE_URL is None
 
     def secret(self, name: str) -> str | None:
-        """The plain value of a secret setting, for the one place that needs to send it."""
+        """The plain value of a setting (secret or not), for the one place that needs to send it."""
         value = getattr(self, name)
         return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    @classmethod
+    def is_secret(cls, name: str) -> bool:
+        annotation = cls.model_fields[name].annotation
+        return annotation is SecretStr or SecretStr in get_args(annotation)
+
+    def channels(self) -> Channels:
+        return Channels.from_values(self.graph_base_url, self.secret)
 
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the process environment, with explicit overrides (used by tests and the CLI)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+@cache
+def definition_settings() -> Settings:
+    """The settings Dagster's definitions are shaped by (the first partition, the look-back windows, which
+    channels and accounts exist), read once when the code location loads. Secrets reach runs as
+    ``dg.EnvVar`` instead (:func:`everreach_data.resources.build_resources`)."""
+    return load_settings()

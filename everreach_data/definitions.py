@@ -1,32 +1,48 @@
-"""The one ``dagster.Definitions`` for EverReach Data (``workspace.yaml`` loads this module)."""
+"""The one ``dagster.Definitions`` for EverReach Data (``workspace.yaml`` loads this module): each flow's
+definitions merged, with every resource built once from the settings."""
+
+from typing import Any
 
 import dagster as dg
 
-from everreach_data.assets import ads, conversions, organic
-from everreach_data.jobs import outbound_messages
-from everreach_data.jobs.webhook_events import process_webhook_events
-from everreach_data.resources import PostgresResource
-from everreach_data.sensors.outbound_messages import outbound_messages_sensor
-from everreach_data.sensors.webhook_events import webhook_events_sensor
+from everreach_data.ads import defs as ads
+from everreach_data.config import Settings, definition_settings
+from everreach_data.conversions import defs as conversions
+from everreach_data.inbox import defs as inbox
+from everreach_data.meta.insights import DEFAULT_CONVERSION_ACTION_TYPES, LEVELS
+from everreach_data.organic import defs as organic
+from everreach_data.outbound import defs as outbound
+from everreach_data.resources import PostgresResource, setting_values
 
-defs = dg.Definitions(
-    assets=[ads.ad_performance, conversions.meta_conversion_event, organic.social_media_post,
-            organic.social_post_insights, organic.social_account_insights],
-    asset_checks=[],
-    jobs=[ads.ad_performance_job, conversions.meta_conversions_job, organic.organic_insights_job,
-          process_webhook_events, outbound_messages.send_outbound_messages,
-          outbound_messages.send_message, outbound_messages.retry_failed_messages],
-    sensors=[webhook_events_sensor, outbound_messages_sensor],
-    schedules=[*ads.schedules, conversions.meta_conversions_daily, organic.organic_insights_daily],
-    resources={
-        "postgres": PostgresResource(),
-        "outbound_messaging": outbound_messages.OutboundMessagingResource(),
-        "meta_ads": ads.MetaAdsResource(access_token=dg.EnvVar("FB_ADS_ACCESS_TOKEN")),
+
+def build_resources(settings: Settings, *, secrets_as_env_vars: bool = True) -> dict[str, Any]:
+    """Every resource the flows use. The code location passes ``secrets_as_env_vars`` (secrets become
+    ``dg.EnvVar``, read when a run starts and never shown in the UI); the demo and the tests, which run in
+    this process, pass False and get the values."""
+    value = setting_values(settings, secrets_as_env_vars=secrets_as_env_vars)
+    graph = {"graph_url": settings.META_GRAPH_URL, "api_version": settings.META_API_VERSION}
+    return {
+        "postgres": PostgresResource(url=value("DATABASE_URL") or "", home=str(settings.EVERREACH_HOME)),
+        "meta_ads": ads.MetaAdsResource(
+            access_token=value(ads.MetaAdsResource.TOKEN_SETTING), ad_account_ids=settings.ad_account_ids,
+            levels=settings.csv(settings.ADS_LEVELS) or list(LEVELS),
+            conversion_action_types=settings.csv(settings.ADS_CONVERSION_ACTION_TYPES)
+            or list(DEFAULT_CONVERSION_ACTION_TYPES), **graph),
         "conversions_api": conversions.ConversionsAPIResource(
-            access_token=dg.EnvVar("META_CONVERSIONS_API_TOKEN"), pixel_id=dg.EnvVar("META_PIXEL_ID")),
+            access_token=value(conversions.ConversionsAPIResource.TOKEN_SETTING), pixel_id=settings.META_PIXEL_ID,
+            **graph),
         "facebook_page": organic.FacebookPageResource(
-            access_token=dg.EnvVar("MESSENGER_PAGE_TOKEN"), page_id=dg.EnvVar("MESSENGER_PAGE_ID")),
+            access_token=value(organic.FacebookPageResource.TOKEN_SETTING), page_id=settings.MESSENGER_PAGE_ID,
+            **graph),
         "instagram_account": organic.InstagramAccountResource(
-            access_token=dg.EnvVar("INSTAGRAM_PAGE_TOKEN"), ig_user_id=dg.EnvVar("INSTAGRAM_USER_ID")),
-    },
+            access_token=value(organic.InstagramAccountResource.TOKEN_SETTING),
+            ig_user_id=settings.INSTAGRAM_USER_ID, **graph),
+        "outbound_messaging": outbound.OutboundMessagingResource(
+            **{name.lower(): value(name) for name in outbound.OutboundMessagingResource.SETTINGS}, **graph),
+    }
+
+
+defs = dg.Definitions.merge(
+    ads.defs, organic.defs, conversions.defs, inbox.defs, outbound.defs,
+    dg.Definitions(resources=build_resources(definition_settings())),
 )

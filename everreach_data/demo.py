@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from psycopg import sql
+from pydantic import SecretStr
 
 from everreach_data.config import Settings
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
@@ -116,27 +117,18 @@ def step_assets(ctx: DemoContext) -> str:
 
     with warnings.catch_warnings():  # Dagster flags backfill policies as beta; not news for a demo reader
         warnings.simplefilter("ignore")
-        from everreach_data.assets import ads, conversions, organic
-    from everreach_data.resources import PostgresResource
+        from everreach_data.ads.defs import ad_performance
+        from everreach_data.conversions.defs import meta_conversion_event
+        from everreach_data.definitions import build_resources
+        from everreach_data.organic.defs import social_account_insights, social_media_post, social_post_insights
 
-    s, url = ctx.settings, ctx.sandbox_url
     yesterday = (utc_today() - timedelta(days=1)).isoformat()
     result = dg.materialize(
-        [ads.ad_performance, organic.social_media_post, organic.social_post_insights,
-         organic.social_account_insights, conversions.meta_conversion_event],
+        [ad_performance, social_media_post, social_post_insights, social_account_insights, meta_conversion_event],
         partition_key=yesterday, raise_on_error=True,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        resources={
-            "postgres": PostgresResource(url=ctx.db_url),
-            "meta_ads": ads.MetaAdsResource(access_token=s.secret("FB_ADS_ACCESS_TOKEN"), graph_url=url,
-                                            ad_account_ids=s.ad_account_ids),
-            "facebook_page": organic.FacebookPageResource(access_token=s.secret("MESSENGER_PAGE_TOKEN"),
-                                                          page_id=s.MESSENGER_PAGE_ID, graph_url=url),
-            "instagram_account": organic.InstagramAccountResource(
-                access_token=s.secret("INSTAGRAM_PAGE_TOKEN"), ig_user_id=s.INSTAGRAM_USER_ID, graph_url=url),
-            "conversions_api": conversions.ConversionsAPIResource(
-                access_token=s.secret("META_CONVERSIONS_API_TOKEN"), pixel_id=s.META_PIXEL_ID, graph_url=url),
-        },
+        resources=build_resources(ctx.settings.model_copy(update={"DATABASE_URL": SecretStr(ctx.db_url)}),
+                                  secrets_as_env_vars=False),
     )
     names = ("ad_performance", "social_media_post", "social_account_insights", "meta_conversion_event")
     meta = {name: result.asset_materializations_for_node(name)[0].metadata for name in names}
@@ -153,7 +145,7 @@ def step_webhooks(ctx: DemoContext) -> str:
     """Post a burst of signed Messenger/Instagram/WhatsApp webhooks to the receiver, then drain them."""
     import asyncio
 
-    from everreach_data.jobs.webhook_events import drain_url
+    from everreach_data.inbox.drain import drain_url
     from everreach_data.receiver.app import create_app
     from everreach_sandbox.traffic import post_traffic
     from everreach_data.serving import serve_in_background
@@ -181,8 +173,8 @@ def step_send(ctx: DemoContext) -> str:
 
     import httpx
 
-    from everreach_data.jobs import outbound_messages
-    from everreach_data.jobs.webhook_events import drain_url
+    from everreach_data.outbound.sender import drain
+    from everreach_data.inbox.drain import drain_url
     from everreach_data.receiver.app import create_app
     from everreach_data.receiver.auth import issue_token
     from everreach_sandbox.traffic import KNOWN_USERS
@@ -197,7 +189,7 @@ def step_send(ctx: DemoContext) -> str:
                                   "template": {"name": "hello_world", "language": {"code": "en_US"}}})
         answer.raise_for_status()
         job_id = answer.json()["job_id"]
-        asyncio.run(outbound_messages.drain(ctx.db_url, ctx.settings))
+        asyncio.run(drain(ctx.db_url, ctx.settings.channels()))
         deadline = time.monotonic() + 20
         while True:  # statuses arrive as webhooks; drain them until the message is read (or time is up)
             drain_url(ctx.db_url)

@@ -1,77 +1,94 @@
-"""Dagster resources shared by every flow."""
+"""The resources every flow shares — the application database and Graph API access — and the one factory
+that builds every resource from the settings (``definitions.py``, the demo and the tests all use it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
 
 import dagster as dg
 import psycopg
 
-from everreach_data.config import load_settings
-from everreach_data.db.connection import app_database_url, connect
+from everreach_data.config import Settings
+from everreach_data.db.connection import connect
+from everreach_data.db.embedded import APP_DATABASE, start_embedded
 from everreach_data.meta.client import GraphClient, RetryPolicy
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 
+_DEFAULTS = Settings.model_fields
+
 
 class PostgresResource(dg.ConfigurableResource):
-    """The application database.
-
-    ``url`` empty means "as the environment says": ``DATABASE_URL`` when set, else the embedded server
-    under ``.everreach/`` (started or reused), so `dagster asset materialize` works on a fresh checkout.
-    """
+    """The application database: ``url``, or when it is empty the embedded server under ``home`` (started or
+    reused), so `dagster asset materialize` works on a fresh checkout."""
 
     url: str = ""
+    home: str = str(_DEFAULTS["EVERREACH_HOME"].default)
 
     def resolved_url(self) -> str:
-        return self.url or app_database_url(load_settings())
+        return self.url or start_embedded(Path(self.home)).url(APP_DATABASE)
 
     @contextmanager
-    def connect(self, **kwargs) -> Iterator[psycopg.Connection]:
+    def connect(self, **kwargs: Any) -> Iterator[psycopg.Connection]:
         with connect(self.resolved_url(), **kwargs) as conn:
             yield conn
 
 
 class GraphAPIResource(dg.ConfigurableResource):
-    """Graph API access with one token (one per Meta surface: ads, pages, conversions…).
+    """Graph API access with one token; each Meta surface (ads, a Page, a pixel…) subclasses it and names
+    the setting its token comes from (``TOKEN_SETTING``)."""
 
-    Instantiate with ``access_token=dg.EnvVar("…")`` so the token is read at run time and never shown in the
-    UI. ``graph_url``/``api_version`` default to the environment's ``META_GRAPH_URL``/``META_API_VERSION``.
-    """
+    TOKEN_SETTING: ClassVar[str] = ""
 
-    access_token: str
-    graph_url: str = ""
-    api_version: str = ""
+    access_token: str | None = None
+    graph_url: str = _DEFAULTS["META_GRAPH_URL"].default
+    api_version: str = _DEFAULTS["META_API_VERSION"].default
     timeout_seconds: float = 30.0
     max_attempts: int = 6
 
     def base_url(self) -> str:
-        settings = load_settings()
-        return f"{(self.graph_url or settings.META_GRAPH_URL).rstrip('/')}/{self.api_version or settings.META_API_VERSION}"
+        return f"{self.graph_url.rstrip('/')}/{self.api_version}"
 
     def client(self) -> GraphClient:
         """A new client (one httpx connection pool); use it as a context manager."""
+        if not self.access_token:
+            raise dg.Failure(description=f"{self.TOKEN_SETTING or 'the access token'} is not set: see "
+                                         "docs/meta-setup.md for the token this needs")
         return GraphClient(self.base_url(), self.access_token, timeout=self.timeout_seconds,
                            retry=RetryPolicy(max_attempts=self.max_attempts))
+
+    @contextmanager
+    def failures(self, what: str) -> Iterator[None]:
+        """Meta's permanent errors as a run failure that says what to do; transient ones propagate (the
+        client already retried them, and Dagster's run retries may try again)."""
+        try:
+            yield
+        except GraphAPIError as exc:
+            if exc.retryable:
+                raise
+            hint = HINTS.get(exc.kind, "").format(token=self.TOKEN_SETTING or "its setting")
+            raise dg.Failure(description=f"{what} failed: {exc}" + (f" — {hint}" if hint else ""),
+                             metadata={"meta_code": exc.code or 0, "meta_subcode": exc.subcode or 0,
+                                       "fbtrace_id": exc.fbtrace_id or ""}) from exc
 
 
 HINTS = {
     ErrorKind.AUTH: "the access token is invalid or expired: generate a new one and update {token}",
-    ErrorKind.PERMISSION: "the token in {token} lacks a permission this needs (see the runbook's token steps)",
+    ErrorKind.PERMISSION: "the token in {token} lacks a permission this needs (docs/meta-setup.md lists them)",
     ErrorKind.INVALID: "Meta rejected a parameter of the request",
 }
 
 
-@contextmanager
-def meta_failures(what: str, token: str) -> Iterator[None]:
-    """Turn Meta's permanent errors into a run failure that says what to do; transient ones propagate
-    (the client already retried them, and Dagster's run retries may try again)."""
-    try:
-        yield
-    except GraphAPIError as exc:
-        if exc.retryable:
-            raise
-        hint = HINTS.get(exc.kind, "").format(token=token)
-        raise dg.Failure(description=f"{what} failed: {exc}" + (f" — {hint}" if hint else ""),
-                         metadata={"meta_code": exc.code or 0, "meta_subcode": exc.subcode or 0,
-                                   "fbtrace_id": exc.fbtrace_id or ""}) from exc
+def setting_values(settings: Settings, *, secrets_as_env_vars: bool) -> Callable[[str], Any]:
+    """How a resource field gets a setting's value. Secrets (and the database URL) that are set become
+    ``dg.EnvVar`` when ``secrets_as_env_vars`` — read by each run, never shown in the UI — and their values
+    otherwise (runs in this process: the demo, tests); anything unset is None, and the flow that needs it
+    says so; other settings are their values."""
+    def value(name: str) -> Any:
+        plain = settings.secret(name)
+        if plain is None or not secrets_as_env_vars or not settings.is_secret(name):
+            return plain
+        return dg.EnvVar(name)
+    return value

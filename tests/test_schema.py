@@ -67,6 +67,37 @@ def test_failing_migration_rolls_back_whole_and_is_named(empty_db_url, tmp_path)
         assert [r["version"] for r in conn.execute("SELECT version FROM schema_migrations")] == [1]
 
 
+def test_a_database_migrated_by_another_layout_is_refused_in_one_line(empty_db_url, capsys, monkeypatch):
+    """A database whose ledger names migrations this checkout does not have (an older, unreleased layout of
+    sql/) is refused with what to do, and left as it is."""
+    migrate(empty_db_url)
+    with connect(empty_db_url) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name, checksum) "
+                     "VALUES (20, '020_webhook_receipts.sql', 'x')")
+    with pytest.raises(MigrationError) as info:
+        migrate(empty_db_url)
+    assert "020_webhook_receipts.sql" in str(info.value) and "delete .everreach/" in str(info.value)
+
+    from everreach_data.cli import main
+    monkeypatch.setenv("DATABASE_URL", empty_db_url)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the database at") and "\n" not in err
+
+
+def test_every_function_and_trigger_is_defined_in_one_file():
+    import re
+
+    from everreach_data.db.migrate import discover
+
+    defined: dict[str, list[str]] = {}
+    for migration in discover():
+        for kind, name in re.findall(r"CREATE (?:OR REPLACE )?(FUNCTION|TRIGGER|VIEW|TABLE(?: IF NOT EXISTS)?) "
+                                     r"([\w.]+)", migration.text):
+            defined.setdefault(f"{kind.split()[0]} {name}", []).append(migration.name)
+    assert defined and {k: v for k, v in defined.items() if len(v) > 1} == {}
+
+
 def test_unreachable_database_gives_a_clear_error_without_the_password():
     with pytest.raises(DatabaseUnavailable) as info:
         with connect("postgresql://alice:s3cret@127.0.0.1:1/nowhere"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from everreach_data.config import PROJECT_ROOT
-from everreach_data.db.connection import connect
+from everreach_data.db.connection import connect, redact
 
 SQL_DIR = PROJECT_ROOT / "sql"
 MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -62,6 +62,18 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return found
 
 
+def check_ledger(applied: dict[int, str], migrations: list[Migration], url: str) -> None:
+    """Refuse a database whose applied migrations are not this checkout's: one migrated by an older,
+    unreleased layout of ``sql/``, or by a newer checkout. Nothing is changed in it."""
+    known = {m.version: m.name for m in migrations}
+    foreign = sorted(name for version, name in applied.items() if known.get(version) != name)
+    if foreign:
+        raise MigrationError(
+            f"the database at {redact(url)} was migrated by another version of this project "
+            f"({', '.join(foreign)} are not in sql/): re-create it — for the embedded database, stop "
+            "everreach-data and delete .everreach/ — then run everreach-data migrate")
+
+
 def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
     """Apply pending migrations; return the names of those applied (empty when up to date)."""
     applied_now: list[str] = []
@@ -69,8 +81,10 @@ def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
         conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         try:
             conn.execute(CREATE_LEDGER)
-            done = {row["version"] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for migration in discover(sql_dir):
+            done = {row["version"]: row["name"] for row in conn.execute("SELECT version, name FROM schema_migrations")}
+            migrations = discover(sql_dir)
+            check_ledger(done, migrations, url)
+            for migration in migrations:
                 if migration.version in done:
                     continue
                 try:

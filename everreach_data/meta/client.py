@@ -33,6 +33,7 @@ from everreach_data.meta.errors import (
     ErrorKind,
     GraphAPIError,
     GraphTransportError,
+    error_for,
     error_from_response,
 )
 from everreach_data.meta.usage import Usage, parse_usage
@@ -160,8 +161,8 @@ class _Policy:
             try:
                 body = response.json()
             except ValueError as exc:
-                raise GraphAPIError(f"non-JSON success body from {response.request.url.path}",
-                                    http_status=response.status_code) from exc
+                raise error_for(f"non-JSON success body from {response.request.url.path}",
+                                http_status=response.status_code) from exc
             return body if isinstance(body, dict) else {"data": body}
         raise error_from_response(response.status_code, response.content, dict(response.headers))
 
@@ -188,7 +189,7 @@ class _Policy:
         """Meta's answer array read item by item; usage is the worst reading of the batch and its items."""
         answers = body.get("data")
         if not isinstance(answers, list) or len(answers) != len(calls):
-            raise GraphAPIError(f"a batch of {len(calls)} calls was answered with {str(answers)[:200]!r}")
+            raise error_for(f"a batch of {len(calls)} calls was answered with {str(answers)[:200]!r}")
         results: list[BatchResult] = []
         usages = [self.stats.last_usage]
         for call, answer in zip(calls, answers, strict=True):
@@ -238,7 +239,7 @@ def _batch_result(call: BatchCall, answer: Any) -> BatchResult:
     if answer is None:
         return BatchResult(call, None, error=GraphTransportError("batch item not run (null answer)"))
     if not isinstance(answer, dict):
-        return BatchResult(call, None, error=GraphAPIError(f"malformed batch answer: {str(answer)[:200]!r}"))
+        return BatchResult(call, None, error=error_for(f"malformed batch answer: {str(answer)[:200]!r}"))
     status = int(answer.get("code") or 0)
     headers = {
         str(h.get("name", "")).lower(): str(h.get("value", ""))
@@ -251,8 +252,8 @@ def _batch_result(call: BatchCall, answer: Any) -> BatchResult:
         try:
             body = jsonlib.loads(text) if text else {}
         except ValueError:
-            return BatchResult(call, status, error=GraphAPIError(f"non-JSON batch item body: {text[:200]!r}",
-                                                                 http_status=status), headers=headers)
+            return BatchResult(call, status, error=error_for(f"non-JSON batch item body: {text[:200]!r}",
+                                                             http_status=status), headers=headers)
         return BatchResult(call, status, body if isinstance(body, dict) else {"data": body}, headers=headers)
     error = error_from_response(status, text.encode(), headers)
     return BatchResult(call, status, error=error, headers=headers)
@@ -310,7 +311,7 @@ class GraphClient:
                 self.stats.record(retried=attempt > 0, **weight)
                 return body
             except httpx.TransportError as exc:
-                error: GraphAPIError = GraphTransportError(f"{type(exc).__name__}: {exc}")
+                error: GraphAPIError = GraphTransportError.from_exception(exc)
             except GraphAPIError as exc:
                 error = exc
             self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)
@@ -403,7 +404,7 @@ class AsyncGraphClient:
                 self.stats.record(retried=attempt > 0, **weight)
                 return body
             except httpx.TransportError as exc:
-                error: GraphAPIError = GraphTransportError(f"{type(exc).__name__}: {exc}")
+                error: GraphAPIError = GraphTransportError.from_exception(exc)
             except GraphAPIError as exc:
                 error = exc
             self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)

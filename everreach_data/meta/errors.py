@@ -1,41 +1,113 @@
-"""Meta's Graph API error envelope, parsed once, and what each error means for a caller.
+"""Meta's Graph API errors: one table of what each code means, and a typed exception class per meaning.
 
 ``{"error": {"message", "type", "code", "error_subcode", "is_transient", "error_user_title",
-"error_user_msg", "error_data", "fbtrace_id"}}`` becomes a :class:`GraphAPIError` whose ``kind`` says
-whether to retry (``transient``), wait (``throttled``), stop the channel (``auth``/``permission``), fix the
-request (``too_much_data``/``invalid``) or give up on this item (``permanent``).
+"error_user_msg", "error_data", "fbtrace_id"}}`` becomes the :class:`GraphAPIError` subclass for its code
+(as pywa picks its error classes): :class:`TransientError` (retry with backoff), :class:`ThrottledError`
+(wait for the limit to reset), :class:`TooMuchDataError` (split the request), :class:`AuthError` and
+:class:`PermissionDeniedError` (stop the channel, re-authorize), :class:`OutsideWindowError`,
+:class:`InvalidRequestError` (fix the request), :class:`PermanentError` (give up on this item). Callers
+catch the class or read ``kind``; nothing else in the project keeps a list of codes.
+
+No answer at all is a :class:`GraphTransportError`, which keeps httpx's exception as its cause: whether
+the request may have reached Meta is read from that exception's type, never from message text.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
+
+import httpx
 
 
 class ErrorKind(StrEnum):
     TRANSIENT = "transient"          # retry with backoff
     THROTTLED = "throttled"          # wait for the limit to reset, then retry
     TOO_MUCH_DATA = "too_much_data"  # "Please reduce the amount of data": split the request
-    AUTH = "auth"                    # 190: token invalid or expired; stop and re-authorize
-    PERMISSION = "permission"        # 10, 200-299: missing permission (10/2018278 is the window, see below)
-    OUTSIDE_WINDOW = "outside_window"  # messaging policy window closed
-    INVALID = "invalid"              # 100 and friends: the request itself is wrong
+    AUTH = "auth"                    # token invalid or expired: stop and re-authorize
+    PERMISSION = "permission"        # a permission is missing: stop and re-authorize
+    OUTSIDE_WINDOW = "outside_window"  # the messaging policy window is closed
+    INVALID = "invalid"              # the request itself is wrong
     PERMANENT = "permanent"          # anything else that retrying will not fix
 
 
-#: Rate-limit codes across the Marketing, Pages and messaging APIs (Meta's rate-limiting docs).
-THROTTLE_CODES = frozenset({4, 17, 32, 341, 613, 130429, 131056, 80007}) | frozenset(range(80000, 80015))
-#: Temporary failures: unknown/temporary (1, 2), messaging temporary failures, WhatsApp service errors.
-TRANSIENT_CODES = frozenset({1, 2, 1200, 131000, 131016, 131057})
-#: Subcodes that mean "this request asks for too much data" (with code 100, or code 1's message).
-TOO_MUCH_DATA_SUBCODES = frozenset({1487534})
+@dataclass(frozen=True)
+class Meaning:
+    """What a code means: how a caller should act (``kind``) and what a person should read (``reads``)."""
+
+    kind: ErrorKind
+    reads: str
+
+
+_T, _TH, _AUTH, _PERM, _WIN, _INV, _DATA, _FINAL = (
+    ErrorKind.TRANSIENT, ErrorKind.THROTTLED, ErrorKind.AUTH, ErrorKind.PERMISSION, ErrorKind.OUTSIDE_WINDOW,
+    ErrorKind.INVALID, ErrorKind.TOO_MUCH_DATA, ErrorKind.PERMANENT)
+_THROTTLED = Meaning(_TH, "rate limit reached; retried with backoff")
+_UNAVAILABLE = Meaning(_FINAL, "recipient unavailable: no matching user, or the person blocked or left the "
+                               "conversation")
+_TEMPLATE = Meaning(_FINAL, "template problem: the template or its parameters do not match an approved template")
+_TEMPORARY = Meaning(_T, "temporary failure at Meta; retried with backoff")
+_TOKEN = Meaning(_AUTH, "access token invalid or expired: the channel needs re-authorization")
+
+#: Meta's codes across the Marketing, Pages, Messenger/Instagram, WhatsApp Cloud and Conversions APIs
+#: (Meta's error-code and rate-limiting docs). A ``(code, subcode)`` row wins over its ``(code, None)`` row.
+CODES: dict[tuple[int, int | None], Meaning] = {
+    (1, None): _TEMPORARY,
+    (2, None): _TEMPORARY,
+    (1200, None): _TEMPORARY,
+    (131000, None): _TEMPORARY,
+    (131016, None): _TEMPORARY,
+    (131057, None): _TEMPORARY,
+    **{(code, None): _THROTTLED for code in (4, 17, 32, 341, 613, 130429, 131056, *range(80000, 80015))},
+    **{(code, None): _TOKEN for code in (102, 190, 463, 467)},
+    (10, None): Meaning(_PERM, "permission missing for this send: the channel needs re-authorization"),
+    **{(code, None): Meaning(_PERM, "permission missing for this send: the channel needs re-authorization")
+       for code in range(200, 300)},
+    (10, 2018278): Meaning(_WIN, "outside the messaging window: the user has not written within 24 h (7 days "
+                                 "for a human agent with the HUMAN_AGENT tag)"),
+    (131047, None): Meaning(_WIN, "outside the 24-hour window: WhatsApp only accepts a template now"),
+    (470, None): Meaning(_WIN, "outside the 24-hour window: WhatsApp only accepts a template now"),
+    (100, None): Meaning(_INV, "invalid parameter: Meta rejected the request"),
+    (100, 2018001): _UNAVAILABLE,
+    (551, None): _UNAVAILABLE,
+    (200, 1545041): _UNAVAILABLE,
+    (131026, None): Meaning(_FINAL, "undeliverable: the number is not on WhatsApp or cannot receive this message"),
+    (131050, None): Meaning(_FINAL, "the user stopped marketing messages from this business"),
+    **{(code, None): _TEMPLATE for code in (131008, 131009, 131051, 131052, 131053, *range(132000, 132017))},
+}
+#: "Please reduce the amount of data": with this subcode, or Meta's text under code 1 or 100.
+TOO_MUCH_DATA = Meaning(_DATA, "too much data asked for in one request")
+TOO_MUCH_DATA_SUBCODE = 1487534
 REDUCE_DATA_TEXT = "reduce the amount of data"
-OUTSIDE_WINDOW = frozenset({(10, 2018278), (131047, None), (470, None)})
+_REJECTED = Meaning(_FINAL, "Meta rejected the request")
+#: WhatsApp's per-recipient pair rate: a throttle that empties that recipient's budget only.
+PAIR_RATE_LIMIT = 131056
+
+
+def meaning(code: int | None, subcode: int | None, message: str = "", *, is_transient: bool = False,
+            http_status: int | None = None) -> Meaning:
+    """What an error means, from the table. Meta's ``is_transient`` flag makes an invalid or permanent
+    error temporary; the HTTP status decides what the table does not list."""
+    if subcode == TOO_MUCH_DATA_SUBCODE or (code in (1, 100) and REDUCE_DATA_TEXT in message.lower()):
+        return TOO_MUCH_DATA
+    if code is None:
+        return _REJECTED if http_status is not None and http_status < 500 else _TEMPORARY
+    found = CODES.get((code, subcode)) or CODES.get((code, None))
+    if is_transient and (found is None or found.kind in (_INV, _FINAL)):
+        return _TEMPORARY
+    if found is not None:
+        return found
+    return _TEMPORARY if (http_status or 0) >= 500 else _REJECTED
 
 
 class GraphAPIError(Exception):
-    """An error answered by the Graph API (or a transport failure, with ``code`` None)."""
+    """An error answered by the Graph API. Raised as the subclass for its kind (:func:`error_for`)."""
+
+    #: The kind every instance of a subclass has; the base class reads it from the table.
+    fixed_kind: ClassVar[ErrorKind | None] = None
 
     def __init__(
         self,
@@ -69,40 +141,93 @@ class GraphAPIError(Exception):
         return f"{self.message} ({where}{trace})"
 
     @property
+    def meaning(self) -> Meaning:
+        return meaning(self.code, self.subcode, self.message, is_transient=self.is_transient,
+                       http_status=self.http_status)
+
+    @property
     def kind(self) -> ErrorKind:
-        return classify(self.code, self.subcode, self.message, is_transient=self.is_transient,
-                        http_status=self.http_status)
+        return self.fixed_kind or self.meaning.kind
 
     @property
     def retryable(self) -> bool:
         return self.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED)
 
+    @property
+    def may_have_taken_effect(self) -> bool:
+        """True when no answer from Meta says the request failed (an answer we could not read): repeating
+        it could do it twice."""
+        return self.code is None and self.http_status is None
 
-class GraphTransportError(GraphAPIError):
-    """No answer from Meta: connection refused or dropped, or a timeout. Always worth a retry."""
+    def plain(self) -> str:
+        """What a person should read, with Meta's own message after it."""
+        return f"{self.meaning.reads} (Meta: {self.message})"
 
 
-def classify(code: int | None, subcode: int | None, message: str = "", *, is_transient: bool = False,
-             http_status: int | None = None) -> ErrorKind:
-    if code is None:
-        return ErrorKind.TRANSIENT if http_status is None or http_status >= 500 else ErrorKind.PERMANENT
-    if subcode in TOO_MUCH_DATA_SUBCODES or (code in (1, 100) and REDUCE_DATA_TEXT in message.lower()):
-        return ErrorKind.TOO_MUCH_DATA
-    if (code, subcode) in OUTSIDE_WINDOW or (code, None) in OUTSIDE_WINDOW:
-        return ErrorKind.OUTSIDE_WINDOW
-    if code in THROTTLE_CODES:
-        return ErrorKind.THROTTLED
-    if code == 190 or code == 102 or code == 463 or code == 467:
-        return ErrorKind.AUTH
-    if code == 10 or 200 <= code <= 299:
-        return ErrorKind.PERMISSION
-    if code in TRANSIENT_CODES or is_transient:
-        return ErrorKind.TRANSIENT
-    if code == 100:
-        return ErrorKind.INVALID
-    if http_status is not None and http_status >= 500:
-        return ErrorKind.TRANSIENT
-    return ErrorKind.PERMANENT
+class TransientError(GraphAPIError):
+    fixed_kind = ErrorKind.TRANSIENT
+
+
+class ThrottledError(GraphAPIError):
+    fixed_kind = ErrorKind.THROTTLED
+
+
+class TooMuchDataError(GraphAPIError):
+    fixed_kind = ErrorKind.TOO_MUCH_DATA
+
+
+class AuthError(GraphAPIError):
+    fixed_kind = ErrorKind.AUTH
+
+
+class PermissionDeniedError(GraphAPIError):
+    fixed_kind = ErrorKind.PERMISSION
+
+
+class OutsideWindowError(GraphAPIError):
+    fixed_kind = ErrorKind.OUTSIDE_WINDOW
+
+
+class InvalidRequestError(GraphAPIError):
+    fixed_kind = ErrorKind.INVALID
+
+
+class PermanentError(GraphAPIError):
+    fixed_kind = ErrorKind.PERMANENT
+
+
+ERROR_CLASSES: dict[ErrorKind, type[GraphAPIError]] = {
+    cls.fixed_kind: cls for cls in (TransientError, ThrottledError, TooMuchDataError, AuthError,  # type: ignore[misc]
+                                    PermissionDeniedError, OutsideWindowError, InvalidRequestError, PermanentError)
+}
+
+
+class GraphTransportError(TransientError):
+    """No answer from Meta: the connection was refused or dropped, or timed out. ``__cause__`` is httpx's
+    exception (or None for a batch item Meta did not run)."""
+
+    #: Failures before the request was sent: Meta cannot have received it.
+    NOT_SENT: ClassVar[tuple[type[Exception], ...]] = (httpx.ConnectError, httpx.ConnectTimeout,
+                                                       httpx.PoolTimeout)
+
+    @classmethod
+    def from_exception(cls, exc: Exception) -> GraphTransportError:
+        error = cls(f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    @property
+    def may_have_taken_effect(self) -> bool:
+        """False only when the request certainly never left (a refused or timed-out connect)."""
+        return not isinstance(self.__cause__, self.NOT_SENT)
+
+
+def error_for(message: str, *, code: int | None = None, subcode: int | None = None, is_transient: bool = False,
+              http_status: int | None = None, **fields: Any) -> GraphAPIError:
+    """The typed error for these fields: the class of the kind the table gives them."""
+    kind = meaning(code, subcode, message, is_transient=is_transient, http_status=http_status).kind
+    return ERROR_CLASSES[kind](message, code=code, subcode=subcode, is_transient=is_transient,
+                               http_status=http_status, **fields)
 
 
 def _int(value: Any) -> int | None:
@@ -112,7 +237,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def error_from_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> GraphAPIError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> GraphAPIError:
     """The typed error for a non-2xx Graph response (any body, even HTML from a proxy)."""
     headers = headers or {}
     try:
@@ -122,11 +247,11 @@ def error_from_response(status: int, body: bytes, headers: dict[str, str] | None
         err = None
     if not isinstance(err, dict):
         snippet = body[:200].decode("utf-8", "replace").strip()
-        return GraphAPIError(f"HTTP {status} from the Graph API: {snippet or 'empty body'}", http_status=status,
-                             fbtrace_id=headers.get("x-fb-trace-id"))
+        return error_for(f"HTTP {status} from the Graph API: {snippet or 'empty body'}", http_status=status,
+                         fbtrace_id=headers.get("x-fb-trace-id"))
     data = err.get("error_data")
     details = data.get("details") if isinstance(data, dict) else (data if isinstance(data, str) else None)
-    return GraphAPIError(
+    return error_for(
         str(err.get("message") or f"HTTP {status}"),
         code=_int(err.get("code")),
         subcode=_int(err.get("error_subcode")),

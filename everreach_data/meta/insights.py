@@ -35,6 +35,28 @@ from everreach_data.meta.client import BatchCall, GraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 
 LEVELS = ("campaign", "adset", "ad")
+#: Meta serves insights for the last 37 months only (older start dates are refused with error 3018).
+RETENTION_MONTHS = 37
+ACCOUNT_PREFIX = "act_"
+
+
+def ad_account_id(raw: str) -> str:
+    """An ad account id as the Marketing API wants it (``act_…``), whether or not it came with the prefix."""
+    raw = raw.strip()
+    return raw if raw.startswith(ACCOUNT_PREFIX) else f"{ACCOUNT_PREFIX}{raw}"
+
+
+def months_before(day: date, months: int) -> date:
+    """The same day-of-month ``months`` earlier (clamped to the month's end)."""
+    y, m = divmod(day.year * 12 + day.month - 1 - months, 12)
+    month = m + 1
+    next_month = date(y + (month == 12), month % 12 + 1, 1)
+    return date(y, month, min(day.day, (next_month - timedelta(days=1)).day))
+
+
+def earliest_insights_day(today: date) -> date:
+    """The oldest day Meta still serves, with a day's margin for time zones."""
+    return months_before(today, RETENTION_MONTHS) + timedelta(days=1)
 
 #: Conversions counted by default: the leaf action types for purchases and leads, each counted once.
 #: - ``offsite_conversion.fb_pixel_purchase``: purchases on the website (Pixel / Conversions API);

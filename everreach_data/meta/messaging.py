@@ -1,7 +1,7 @@
 """Meta's messaging wire formats, in one place: Send API (Messenger, Instagram) and WhatsApp Cloud API
-request bodies, their success responses, the codes that say what a failed send means, and the JSON paths
-that find our own messages again in raw webhooks (echo ``metadata`` / status ``biz_opaque_callback_data``
-carry the outbound job id, so a send whose outcome was lost can be reconciled without re-sending)."""
+request bodies, their success responses, and the JSON paths that find our own messages again in raw
+webhooks (echo ``metadata`` / status ``biz_opaque_callback_data`` carry the outbound job id, so a send whose
+outcome was lost can be reconciled without re-sending). What a failed send means is in ``errors.py``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from everreach_data.meta.errors import ErrorKind, GraphAPIError
+from everreach_data.meta.errors import error_for
 
 PLATFORMS = ("messenger", "instagram", "whatsapp")
-MESSAGING_TYPES = ("RESPONSE", "UPDATE", "MESSAGE_TAG")
 #: Tags Meta retired on 2026-04-27: sends carrying them fail with (#100) Invalid parameter.
 RETIRED_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"})
 HUMAN_AGENT = "HUMAN_AGENT"
 MAX_QUICK_REPLIES = 13
-MESSENGER_ATTACHMENT_TYPES = ("image", "video", "audio", "file")
 WHATSAPP_MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
-WHATSAPP_TYPES = ("text", "template", "interactive", *WHATSAPP_MEDIA_TYPES)
 
 
 def messenger_request(recipient_id: str, *, text: str | None = None,
@@ -93,57 +90,12 @@ def parse_send_response(platform: str, body: dict[str, Any]) -> SentMessage:
         messages = body.get("messages") or []
         contacts = body.get("contacts") or []
         if not messages or not messages[0].get("id"):
-            raise GraphAPIError("WhatsApp answered 200 without messages[0].id")
+            raise error_for("WhatsApp answered 200 without messages[0].id")
         return SentMessage(str(messages[0]["id"]), contacts[0].get("wa_id") if contacts else None,
                            messages[0].get("message_status"))
     if not body.get("message_id"):
-        raise GraphAPIError("Send API answered 200 without message_id")
+        raise error_for("Send API answered 200 without message_id")
     return SentMessage(str(body["message_id"]), body.get("recipient_id"))
-
-
-# ───────────────────────────── what a failed send means ─────────────────────────────
-
-USER_UNAVAILABLE = frozenset({(100, 2018001), (551, None), (551, 1545041), (200, 1545041)})
-TEMPLATE_CODES = frozenset(range(132000, 132017)) | {131008, 131009, 131051, 131052, 131053}
-
-
-def plain_error(error: GraphAPIError) -> str:
-    """What a person should read about a failed send (Meta's own message follows in parentheses)."""
-    code, subcode, kind = error.code, error.subcode, error.kind
-    meta = f" (Meta: {error.message})"
-    if kind is ErrorKind.OUTSIDE_WINDOW:
-        if code in (131047, 470):
-            return "outside the 24-hour window: WhatsApp only accepts a template now" + meta
-        return ("outside the messaging window: the user has not written within 24 h (7 days for a human "
-                "agent with the HUMAN_AGENT tag)" + meta)
-    if (code, subcode) in USER_UNAVAILABLE or (code, None) in USER_UNAVAILABLE:
-        return "recipient unavailable: no matching user, or the person blocked or left the conversation" + meta
-    if code == 131026:
-        return "undeliverable: the number is not on WhatsApp or cannot receive this message" + meta
-    if code == 131050:
-        return "the user stopped marketing messages from this business" + meta
-    if code in TEMPLATE_CODES:
-        return "template problem: the template or its parameters do not match an approved template" + meta
-    if kind is ErrorKind.AUTH:
-        return "access token invalid or expired: the channel needs re-authorization" + meta
-    if kind is ErrorKind.PERMISSION:
-        return "permission missing for this send: the channel needs re-authorization" + meta
-    if kind in (ErrorKind.INVALID, ErrorKind.TOO_MUCH_DATA):
-        return "invalid parameter: Meta rejected the request" + meta
-    if kind is ErrorKind.THROTTLED:
-        return "rate limit reached; retried with backoff" + meta
-    if kind is ErrorKind.TRANSIENT:
-        return "temporary failure at Meta; retried with backoff" + meta
-    return "Meta rejected the message" + meta
-
-
-def outcome_unknown(error: GraphAPIError) -> bool:
-    """True when a send may have reached Meta although we got no answer (read timeout, dropped
-    connection): re-sending could duplicate it, so the job is reconciled instead. A refused or timed-out
-    *connect* never reached Meta and is safe to retry."""
-    if error.code is not None or error.http_status is not None:
-        return False
-    return not error.message.startswith(("ConnectError", "ConnectTimeout", "PoolTimeout"))
 
 
 # ───────────────────────────── finding our sends in raw webhooks ─────────────────────────────

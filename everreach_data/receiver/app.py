@@ -1,9 +1,11 @@
-"""The ASGI app: Meta's webhooks in, send/conversion requests in, summaries out. It only ever writes to
-the queues (``meta_webhook_event``, ``outbound_message_job``); the Dagster jobs do the rest."""
+"""The ASGI app's assembly: each flow's routes (webhooks in, sends, conversions, the ads summary), the
+health check, the OpenAPI document and the one error shape. It only ever writes to the queues
+(``meta_webhook_event``, ``outbound_message_job``) and the conversions it sends; the Dagster jobs do the rest."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
@@ -15,7 +17,10 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from everreach_data.config import Settings
-from everreach_data.receiver import conversions, insights, messaging, webhooks
+from everreach_data.ads import routes as ads_routes
+from everreach_data.conversions import routes as conversions_routes
+from everreach_data.inbox import routes as webhooks
+from everreach_data.outbound import routes as outbound_routes
 from everreach_data.receiver.errors import ApiError, api_error_handler, http_error_handler
 
 schemas = SchemaGenerator(
@@ -72,16 +77,17 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
             yield
         finally:
             for close in app.state.on_shutdown:
-                await close()
+                if inspect.isawaitable(closed := close()):
+                    await closed
             await pool.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"], include_in_schema=False),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
         *webhooks.routes,
-        *messaging.routes,
-        *insights.routes,
-        *conversions.routes,
+        *outbound_routes.routes,
+        *ads_routes.routes,
+        *conversions_routes.routes,
     ]
     app = Receiver(
         routes=routes,
@@ -89,8 +95,9 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
     app.state.settings = settings
+    app.state.channels = settings.channels()
     app.state.pool = pool
-    app.state.on_shutdown = []  # async closers (Graph API clients made on first use)
+    app.state.on_shutdown = []  # closers of what is made on first use (Graph API clients)
     app.state.jwt_secret = settings.JWT_SECRET.get_secret_value()
     app.webhook_intake = webhooks.WebhookIntake(pool, settings.META_APP_SECRET.get_secret_value().encode(),
                                                 settings.RECEIVER_MAX_BODY_BYTES)

@@ -10,7 +10,7 @@ import httpx
 import psycopg
 
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
-from everreach_data.jobs.outbound_messages import DrainReport, SendConfig, drain
+from everreach_data.outbound.sender import DrainReport, SendConfig, drain
 from everreach_data.receiver.auth import issue_token
 
 
@@ -34,7 +34,7 @@ def new_user(platform: str) -> str:
 
 
 def user_wrote(db: psycopg.Connection, sandbox: str, platform: str, user: str, ago_seconds: float | None) -> None:
-    """The user's last message ``ago_seconds`` ago, as both worlds know it: an inbound row here (001's
+    """The user's last message ``ago_seconds`` ago, as both worlds know it: an inbound row here (the schema's
     trigger opens the windows from it) and the sandbox's record of the conversation."""
     httpx.post(f"{sandbox}/_sandbox/messaging/users", json={"users": [
         {"platform": platform, "id": user, "last_inbound_ago": ago_seconds}]}).raise_for_status()
@@ -66,7 +66,7 @@ def job_status(receiver: str, job_id: str, sub: str = "agent-1") -> dict:
 
 
 def run_drain(settings, db_url: str, **overrides) -> DrainReport:
-    return asyncio.run(drain(db_url, settings, SendConfig(**{**FAST, **overrides})))
+    return asyncio.run(drain(db_url, settings.channels(), SendConfig(**{**FAST, **overrides})))
 
 
 def sandbox_sent(sandbox: str, **query) -> list[dict]:

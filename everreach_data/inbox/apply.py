@@ -1,0 +1,236 @@
+"""A batch's webhook records written with a handful of set-based statements: threads, messages, receipts,
+watermarks (policy windows follow from the message trigger, ``update_thread_timestamp``).
+
+Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
+Everything that does not lock them — creating new threads, watermarks — comes first; the message trigger
+then locks the batch's threads in ``thread_id`` order at the end of the message INSERT, so runs overlap
+everywhere except the stretch from there to the commit (thread names, receipts), and never deadlock on
+threads.
+
+Neither of two concurrent batches sees what the other has not committed, so a receipt can be stored while a
+concurrent batch is still writing its message, and neither applies it: :func:`apply_orphans` applies such
+receipts, and the drain calls it whenever it finds the queue empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from everreach_data.db.fast_json import jsonb
+from everreach_data.meta.webhooks import Deletion, Delivery, Message, Read, Record, Status
+
+log = logging.getLogger(__name__)
+
+# New threads only: existing rows are not locked here. The message trigger locks the batch's threads (in
+# thread_id order) at the end of INSERT_MESSAGES; names are updated after that (UPDATE_THREAD_NAMES).
+# Threads that exist are filtered out first (NOT EXISTS reads the committed row): left to ON CONFLICT, the
+# unique check would wait for a concurrent run's commit whenever that run has just updated the row.
+# Inserts go in key order, so two runs creating the same new threads wait on each other, never deadlock.
+INSERT_THREADS = """
+INSERT INTO conversation_thread (platform, channel_id, participant_id, participant_name)
+SELECT DISTINCT ON (platform, channel_id, participant_id) platform, channel_id, participant_id, participant_name
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r (platform text, channel_id text, participant_id text, participant_name text)
+WHERE NOT EXISTS (SELECT 1 FROM conversation_thread t
+                  WHERE t.platform = r.platform AND t.channel_id = r.channel_id
+                    AND t.participant_id = r.participant_id)
+ORDER BY platform, channel_id, participant_id, participant_name NULLS LAST
+ON CONFLICT (platform, channel_id, participant_id) DO NOTHING
+"""
+
+UPDATE_THREAD_NAMES = """
+UPDATE conversation_thread t SET participant_name = r.participant_name, updated_at = now()
+FROM (SELECT DISTINCT ON (platform, channel_id, participant_id) platform, channel_id, participant_id,
+             participant_name
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS x (platform text, channel_id text, participant_id text, participant_name text)
+      WHERE participant_name IS NOT NULL
+      ORDER BY platform, channel_id, participant_id, participant_name) r
+WHERE t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_id = r.participant_id
+  AND t.participant_name IS DISTINCT FROM r.participant_name
+"""
+
+# Inbound replays change nothing. An echo of a message we sent (the sender's row already carries the mid)
+# updates that row (at least `sent`) instead of creating a duplicate; other echoes become outbound rows,
+# already delivered or read if their thread's watermark is here (watermark_receipts).
+INSERT_MESSAGES = """
+INSERT INTO conversation_message AS m (thread_id, platform, platform_message_id, direction, message_type,
+                                       content, payload, status, is_echo, reply_to_id, sent_at,
+                                       delivered_at, read_at)
+SELECT t.thread_id, r.platform, r.mid, r.direction, r.message_type, r.content, r.payload,
+       CASE WHEN r.direction = 'inbound' THEN 'received' WHEN wm.read_at IS NOT NULL THEN 'read'
+            WHEN wm.delivered_at IS NOT NULL THEN 'delivered' ELSE 'sent' END,
+       r.is_echo, r.reply_to_id, r.sent_at, LEAST(wm.delivered_at, wm.read_at), wm.read_at
+FROM (SELECT DISTINCT ON (platform, mid) *, to_timestamp(ts / 1000.0) AS sent_at
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS x (platform text, channel_id text, participant_id text, mid text, direction text,
+                 message_type text, content text, payload jsonb, is_echo boolean, reply_to_id text, ts bigint)
+      ORDER BY platform, mid) r
+JOIN conversation_thread t
+  ON t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_id = r.participant_id
+LEFT JOIN LATERAL (  -- OFFSET 0: kept a subquery, its WHERE spares inbound rows the probes
+    SELECT * FROM watermark_receipts(t.thread_id, r.sent_at)
+    WHERE r.direction = 'outbound' AND r.platform IN ('messenger', 'instagram') OFFSET 0) wm ON true
+ORDER BY r.platform, r.mid
+ON CONFLICT (platform, platform_message_id) DO UPDATE
+    SET status = 'sent', updated_at = now()
+    WHERE EXCLUDED.direction = 'outbound' AND m.direction = 'outbound'
+      AND message_status_rank(m.status) < message_status_rank('sent')
+"""
+
+# Per-message receipts (WhatsApp statuses, Messenger delivery mids, Instagram read.mid, deletions), stored
+# after the batch's messages: one whose message is here is linked and stored applied, and a trigger folds
+# it into the message's status; the rest wait for their message (the message triggers apply them).
+INSERT_RECEIPTS = """
+INSERT INTO message_delivery_event (platform, platform_message_id, event_type, occurred_at, error_code,
+                                    error_title, payload, message_id, thread_id, applied)
+SELECT r.platform, r.mid, r.event_type, to_timestamp(r.ts / 1000.0), r.error_code, r.error_title, r.payload,
+       m.message_id, m.thread_id, m.message_id IS NOT NULL
+FROM (SELECT DISTINCT ON (platform, mid, event_type) *
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS x (platform text, mid text, event_type text, ts bigint, error_code integer, error_title text,
+                 payload jsonb)
+      ORDER BY platform, mid, event_type, ts) r
+LEFT JOIN conversation_message m ON m.platform = r.platform AND m.platform_message_id = r.mid
+ON CONFLICT (platform, platform_message_id, event_type) WHERE platform_message_id IS NOT NULL DO NOTHING
+"""
+
+APPLY_ORPHANS = "SELECT apply_orphaned_delivery_events() AS changed"
+
+# Messenger watermarks: everything outbound in the thread sent at or before the watermark is delivered
+# (or read). Stored once per (thread, type, watermark); a replay inserts nothing and so updates nothing.
+APPLY_WATERMARKS = """
+WITH r AS (
+    SELECT DISTINCT ON (t.thread_id, x.event_type, x.watermark)
+           t.thread_id, x.platform, x.event_type, to_timestamp(x.watermark / 1000.0) AS watermark,
+           to_timestamp(x.ts / 1000.0) AS occurred_at
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS x (platform text, channel_id text, participant_id text, event_type text, watermark bigint, ts bigint)
+    JOIN conversation_thread t
+      ON t.platform = x.platform AND t.channel_id = x.channel_id AND t.participant_id = x.participant_id
+    ORDER BY t.thread_id, x.event_type, x.watermark, x.ts
+), ins AS (
+    INSERT INTO message_delivery_event (thread_id, platform, event_type, watermark, occurred_at, applied)
+    SELECT thread_id, platform, event_type, watermark, occurred_at, true FROM r
+    ON CONFLICT (thread_id, event_type, watermark) WHERE platform_message_id IS NULL DO NOTHING
+    RETURNING thread_id, event_type, watermark, occurred_at
+), w AS (
+    SELECT thread_id,
+           max(watermark) FILTER (WHERE event_type = 'delivered') AS delivered_wm,
+           min(occurred_at) FILTER (WHERE event_type = 'delivered') AS delivered_at,
+           max(watermark) FILTER (WHERE event_type = 'read') AS read_wm,
+           min(occurred_at) FILTER (WHERE event_type = 'read') AS read_at
+    FROM ins GROUP BY thread_id
+)
+UPDATE conversation_message m
+SET status = CASE WHEN m.sent_at <= w.read_wm THEN 'read' ELSE 'delivered' END,
+    delivered_at = LEAST(m.delivered_at, w.delivered_at,
+                         CASE WHEN m.sent_at <= w.read_wm THEN w.read_at END),
+    read_at = CASE WHEN m.sent_at <= w.read_wm THEN LEAST(m.read_at, w.read_at) ELSE m.read_at END,
+    updated_at = now()
+FROM w
+WHERE m.thread_id = w.thread_id AND m.direction = 'outbound' AND m.status IN ('sent', 'delivered')
+  AND (m.sent_at <= w.read_wm OR (m.status = 'sent' AND m.sent_at <= w.delivered_wm))
+"""
+
+
+# ───────────────────────────── records → rows ─────────────────────────────
+
+@dataclass(slots=True)
+class Rows:
+    """A batch's records flattened into the row shapes the statements above read."""
+
+    threads: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    watermarks: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: Record) -> None:
+        if isinstance(record, Message):
+            self.threads.append({"platform": record.platform, "channel_id": record.channel_id,
+                                 "participant_id": record.participant_id,
+                                 "participant_name": record.participant_name})
+            self.messages.append({
+                "platform": record.platform, "channel_id": record.channel_id,
+                "participant_id": record.participant_id, "mid": record.mid, "direction": record.direction,
+                "message_type": record.message_type, "content": record.text, "payload": record.raw,
+                "is_echo": record.is_echo, "reply_to_id": record.reply_to_id, "ts": record.timestamp_ms})
+        elif isinstance(record, Status):
+            error = record.errors[0] if record.errors else None
+            payload = {k: v for k, v in (
+                ("recipient_id", record.participant_id), ("channel_id", record.channel_id),
+                ("conversation", record.conversation), ("pricing", record.pricing),
+                ("biz_opaque_callback_data", record.biz_opaque_callback_data),
+                ("errors", [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
+                            for e in record.errors] or None)) if v is not None}
+            self.receipts.append({"platform": record.platform, "mid": record.mid, "event_type": record.status,
+                                  "ts": record.timestamp_ms, "error_code": error.code if error else None,
+                                  "error_title": (error.title or error.message) if error else None,
+                                  "payload": payload})
+        elif isinstance(record, Delivery):
+            for mid in record.mids:
+                self._receipt(record.platform, mid, "delivered", record.timestamp_ms)
+            self._watermark(record, "delivered", record.watermark_ms)
+        elif isinstance(record, Read):
+            if record.mid is not None:
+                self._receipt(record.platform, record.mid, "read", record.timestamp_ms)
+            if record.watermark_ms is not None:
+                self._watermark(record, "read", record.watermark_ms)
+        elif isinstance(record, Deletion):
+            self._receipt(record.platform, record.mid, "deleted", record.timestamp_ms)
+
+    def _receipt(self, platform: str, mid: str, event_type: str, ts: int) -> None:
+        self.receipts.append({"platform": platform, "mid": mid, "event_type": event_type, "ts": ts,
+                              "error_code": None, "error_title": None, "payload": {}})
+
+    def _watermark(self, record: Delivery | Read, event_type: str, watermark_ms: int) -> None:
+        self.threads.append({"platform": record.platform, "channel_id": record.channel_id,
+                             "participant_id": record.participant_id, "participant_name": None})
+        self.watermarks.append({"platform": record.platform, "channel_id": record.channel_id,
+                                "participant_id": record.participant_id, "event_type": event_type,
+                                "watermark": watermark_ms, "ts": record.timestamp_ms})
+
+
+def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
+    """Write ``records`` with a handful of set-based statements, in the caller's transaction.
+
+    Order matters for concurrent runs (module docstring): as little as possible comes after the message
+    INSERT, which locks the batch's threads. Watermarks go before it (the INSERT's trigger applies them to
+    the batch's own messages); receipts after it, so that those whose message is in this batch are stored
+    applied.
+    """
+    rows = Rows()
+    for record in records:
+        rows.add(record)
+    named_threads = [t for t in rows.threads if t["participant_name"] is not None]
+    if rows.threads:
+        conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)})
+    if rows.watermarks:
+        conn.execute(APPLY_WATERMARKS, {"rows": jsonb(rows.watermarks)})
+    if rows.messages:
+        conn.execute(INSERT_MESSAGES, {"rows": jsonb(rows.messages)})
+    if named_threads:
+        conn.execute(UPDATE_THREAD_NAMES, {"rows": jsonb(named_threads)})
+    if rows.receipts:
+        conn.execute(INSERT_RECEIPTS, {"rows": jsonb(rows.receipts)})
+    return rows
+
+
+def apply_orphans(conn: psycopg.Connection) -> int:
+    """Apply receipts that raced their message: stored while a concurrent transaction was writing the
+    message, neither saw the other. Returns the number of message updates (a message can take one from its
+    own receipts and one from its thread's watermarks)."""
+    try:
+        row = conn.execute(APPLY_ORPHANS).fetchone()
+    except psycopg.Error as exc:
+        if conn.closed or conn.broken:
+            raise
+        # E.g. a deadlock with another run's sweep: the receipts stay unapplied until the next one.
+        log.warning("applying receipts that raced their message failed (%s); the next sweep retries", exc)
+        return 0
+    return row["changed"] if isinstance(row, dict) else row[0]

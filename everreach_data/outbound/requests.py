@@ -1,0 +1,206 @@
+"""A send request, from validated input to a queued job: the one path the HTTP endpoints and the operators'
+``send_message`` Dagster job share (so both get the same validation, policy windows and idempotency)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field
+
+from everreach_data.config import Channels
+from everreach_data.outbound import queue
+from everreach_data.outbound.policy import decide_messenger, decide_whatsapp
+from everreach_data.meta import messaging as wire
+
+URL = r"^https?://\S+$"
+
+
+class InvalidRequest(ValueError):
+    """A combination of fields that is not valid; ``field`` names the one to fix."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ChannelNotConfigured(RuntimeError):
+    pass
+
+
+class QuickReply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_type: Literal["text", "user_phone_number", "user_email"] = "text"
+    title: str | None = Field(None, min_length=1, max_length=20)
+    payload: str | None = Field(None, min_length=1, max_length=1000)
+    image_url: str | None = Field(None, pattern=URL)
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["image", "video", "audio", "file"]
+    url: str = Field(pattern=URL, max_length=2000)
+
+
+class MessengerSend(BaseModel):
+    """``POST /api/v1/integrations/messenger/send``: Messenger or Instagram DM."""
+
+    model_config = ConfigDict(extra="forbid")
+    platform: Literal["messenger", "instagram"] = "messenger"
+    recipient_id: str = Field(min_length=1, max_length=64, pattern=r"^\d+$", description="PSID or IGSID")
+    message_type: Literal["text", "image", "video", "audio", "file"] = "text"
+    text: str | None = Field(None, min_length=1, max_length=2000)
+    quick_replies: list[QuickReply] | None = Field(None, max_length=wire.MAX_QUICK_REPLIES)
+    attachment: Attachment | None = None
+    human_agent: bool = Field(False, description="a person (not a bot) wrote this message")
+    tag: str | None = Field(None, description="only HUMAN_AGENT; needs human_agent: true")
+
+    def check(self) -> None:
+        if self.text is None and self.attachment is None:
+            raise InvalidRequest("text or attachment is required", "text")
+        if self.message_type == "text" and self.text is None:
+            raise InvalidRequest("message_type 'text' needs text", "text")
+        if self.message_type != "text" and (self.attachment is None or self.attachment.type != self.message_type):
+            raise InvalidRequest(f"message_type {self.message_type!r} needs an attachment of that type",
+                                 "attachment")
+        if self.text is not None and self.attachment is not None:
+            raise InvalidRequest("send text and an attachment as two messages", "attachment")
+        for i, q in enumerate(self.quick_replies or []):
+            if q.content_type == "text" and (not q.title or not q.payload):
+                raise InvalidRequest("a text quick reply needs title and payload", f"quick_replies.{i}")
+
+
+class TemplateLanguage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    policy: Literal["deterministic"] | None = None
+
+
+class Template(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
+    language: TemplateLanguage
+    components: list[dict[str, Any]] | None = None
+
+
+class Media(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["image", "video", "audio", "document", "sticker"] | None = None
+    link: str = Field(pattern=URL, max_length=2000)
+    caption: str | None = Field(None, max_length=1024)
+    filename: str | None = Field(None, max_length=240)
+
+
+class WhatsAppSend(BaseModel):
+    """``POST /api/v1/integrations/whatsapp/send``."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(pattern=r"^\+?[0-9][0-9 ()\-.]{5,22}$", description="phone number with country code")
+    type: Literal["text", "template", "interactive", "media", "image", "video", "audio", "document",
+                  "sticker"] = "text"
+    message: str | None = Field(None, min_length=1, max_length=4096)
+    template: Template | None = None
+    interactive: dict[str, Any] | None = None
+    media: Media | None = None
+    preview_url: bool = False
+
+    @property
+    def wire_type(self) -> str:
+        return (self.media.type or "") if self.type == "media" and self.media else self.type
+
+    def check(self) -> None:
+        digits = wire.normalize_wa_id(self.to)
+        if not 7 <= len(digits) <= 15:
+            raise InvalidRequest("to must have 7 to 15 digits including the country code", "to")
+        if self.type == "text" and self.message is None:
+            raise InvalidRequest("type 'text' needs message", "message")
+        if self.type == "template" and self.template is None:
+            raise InvalidRequest("type 'template' needs template {name, language {code}}", "template")
+        if self.type == "interactive":
+            i = self.interactive or {}
+            if i.get("type") not in ("button", "list", "cta_url", "product", "product_list", "flow") \
+                    or not isinstance(i.get("action"), dict):
+                raise InvalidRequest("interactive needs type (button, list, …) and action", "interactive")
+            if i.get("type") == "button" and len(i["action"].get("buttons") or []) > 3:
+                raise InvalidRequest("at most 3 reply buttons", "interactive.action.buttons")
+        if self.type in ("media", *wire.WHATSAPP_MEDIA_TYPES):
+            if self.media is None:
+                raise InvalidRequest(f"type {self.type!r} needs media {{link}}", "media")
+            if self.type == "media" and self.media.type is None:
+                raise InvalidRequest("type 'media' needs media.type (image, video, audio, document)", "media.type")
+            if self.type != "media" and self.media.type not in (None, self.type):
+                raise InvalidRequest(f"media.type {self.media.type!r} does not match type {self.type!r}",
+                                     "media.type")
+
+
+@dataclass(frozen=True)
+class Queued:
+    job: dict[str, Any]
+    created: bool
+
+    def response(self) -> dict[str, Any]:
+        return {"success": True, "job_id": str(self.job["job_id"]), "thread_id": str(self.job["thread_id"]),
+                "platform": self.job["platform"], "recipient_id": self.job["recipient_id"],
+                "used_message_tag": self.job["tag"] is not None, "status": "queued"
+                if self.created else self.job["status"]}
+
+
+def channel_for(channels: Channels, platform: str) -> str:
+    channel = channels[platform]
+    if not channel.channel_id:
+        raise ChannelNotConfigured(f"{platform} is not configured: set {channel.id_setting}")
+    return channel.channel_id
+
+
+async def queue_messenger(conn: psycopg.AsyncConnection, channels: Channels, body: MessengerSend, *,
+                          requested_by: str, idempotency_key: str | None = None) -> Queued:
+    """Validate, decide the window, enqueue. Raises InvalidRequest, PolicyViolation, IdempotencyConflict."""
+    body.check()
+    channel_id = channel_for(channels, body.platform)
+    job_id = uuid.uuid4()
+    attachment = body.attachment.model_dump() if body.attachment else None
+    replies = [q.model_dump(exclude_none=True) for q in body.quick_replies] if body.quick_replies else None
+
+    def build(messaging_type: str, tag: str | None) -> dict[str, Any]:
+        req = wire.messenger_request(body.recipient_id, text=body.text, quick_replies=replies,
+                                     attachment=attachment, messaging_type=messaging_type, tag=tag)
+        return wire.with_job_reference(body.platform, req, str(job_id))
+
+    existing = await queue.existing_job(conn, requested_by, idempotency_key, build("RESPONSE", None))
+    if existing is not None:
+        return Queued(existing, False)
+    windows = await queue.thread_windows(conn, body.platform, channel_id, body.recipient_id)
+    decision = decide_messenger(windows.windows, datetime.now(UTC), human_agent=body.human_agent, tag=body.tag)
+    row, created = await queue.enqueue(conn, queue.NewJob(
+        platform=body.platform, channel_id=channel_id, recipient_id=body.recipient_id,
+        request=build(decision.messaging_type or "RESPONSE", decision.tag), decision=decision,
+        message_type=body.message_type, content=body.text or (attachment or {}).get("url"),
+        requested_by=requested_by, idempotency_key=idempotency_key, job_id=job_id))
+    return Queued(row, created)
+
+
+async def queue_whatsapp(conn: psycopg.AsyncConnection, channels: Channels, body: WhatsAppSend, *,
+                         requested_by: str, idempotency_key: str | None = None) -> Queued:
+    body.check()
+    channel_id = channel_for(channels, "whatsapp")
+    wa_id = wire.normalize_wa_id(body.to)
+    job_id = uuid.uuid4()
+    media = body.media.model_dump(exclude={"type"}, exclude_none=True) if body.media else None
+    request = wire.with_job_reference("whatsapp", wire.whatsapp_request(
+        wa_id, body.wire_type, text=body.message,
+        template=body.template.model_dump(exclude_none=True) if body.template else None,
+        interactive=body.interactive, media=media, preview_url=body.preview_url), str(job_id))
+    existing = await queue.existing_job(conn, requested_by, idempotency_key, request)
+    if existing is not None:
+        return Queued(existing, False)
+    windows = await queue.thread_windows(conn, "whatsapp", channel_id, wa_id)
+    decision = decide_whatsapp(windows.windows, datetime.now(UTC), is_template=body.type == "template")
+    content = body.message or (body.template.name if body.template else None) or (media or {}).get("link")
+    row, created = await queue.enqueue(conn, queue.NewJob(
+        platform="whatsapp", channel_id=channel_id, recipient_id=wa_id, request=request, decision=decision,
+        message_type=body.wire_type, content=content, requested_by=requested_by,
+        idempotency_key=idempotency_key, job_id=job_id))
+    return Queued(row, created)

@@ -1,0 +1,81 @@
+"""``webhook_events_sensor`` and ``process_webhook_events`` through Dagster's own test harness."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from everreach_data.outbound.defs import SendOutboundConfig, send_outbound_messages
+from everreach_data.inbox.defs import (
+    QUEUE_TAG, WebhookDrainConfig, next_request, process_webhook_events, webhook_events_sensor,
+)
+from everreach_data.inbox.drain import DRAIN_APPLICATION
+from everreach_data.resources import PostgresResource
+from everreach_data.db.run_liveness import START_GRACE_SECONDS, live_runs, runs_in_flight, session_name
+
+from . import payloads as p
+from .helpers import enqueue, message
+
+
+def _evaluate(instance: dg.DagsterInstance, db_url: str, cursor: str | None = None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"postgres": PostgresResource(url=db_url)})
+    return webhook_events_sensor(context), context
+
+
+def test_sensor_requests_a_tagged_run_only_when_events_wait(db_url, db):
+    with dg.instance_for_test() as instance:
+        result, _ = _evaluate(instance, db_url)
+        assert isinstance(result, dg.SkipReason)
+        enqueue(db, p.MESSENGER, p.WHATSAPP_TEXT)
+        request, context = _evaluate(instance, db_url)
+        assert isinstance(request, dg.RunRequest) and request.tags["everreach/queue"] == "webhook_events"
+        again, _ = _evaluate(instance, db_url, cursor=context.cursor)
+        assert again.run_key != request.run_key  # a new key per request (the in-flight cap dedupes)
+        assert webhook_events_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_sensor_never_exceeds_the_concurrent_run_limit():
+    assert isinstance(next_request(5000, 99, 2, None)[0], dg.SkipReason)
+    assert isinstance(next_request(10, 99, 1, None)[0], dg.SkipReason)      # the running one takes it
+    assert isinstance(next_request(5000, 99, 1, None)[0], dg.RunRequest)    # more than one batch waits
+    request, cursor = next_request(5000, 99, 0, "98:4")
+    assert request.run_key == "webhook-events-upto-99-5" and cursor == "99:5"
+
+
+def test_a_started_run_whose_drain_sessions_are_gone_does_not_hold_the_queue(db_url):
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(process_webhook_events, tags=QUEUE_TAG,
+                                          status=dg.DagsterRunStatus.STARTED)
+        later = time.time() + START_GRACE_SECONDS + 1
+        assert runs_in_flight(instance, QUEUE_TAG, set()) == 1  # just started: it may not have connected yet
+        # Long started with no session: its process died.
+        assert runs_in_flight(instance, QUEUE_TAG, set(), now=later) == 0
+        with psycopg.connect(db_url, application_name=session_name(DRAIN_APPLICATION, run.run_id)), \
+                psycopg.connect(db_url) as conn:
+            live = live_runs(conn, DRAIN_APPLICATION)
+        assert live == {run.run_id}
+        assert runs_in_flight(instance, QUEUE_TAG, live, now=later) == 1
+
+
+def test_job_drains_the_inbox(db_url, db):
+    enqueue(db, p.MESSENGER, p.INSTAGRAM, p.WHATSAPP_TEXT)
+    result = process_webhook_events.execute_in_process(
+        resources={"postgres": PostgresResource(url=db_url)}, tags=QUEUE_TAG,
+        run_config={"ops": {"drain_webhook_events": {"config": {"linger_seconds": 0, "workers": 2}}}})
+    assert result.success
+    assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done'").fetchone()["n"] == 3
+    assert message(db, "m_EchoD")["status"] == "read"
+
+
+def test_queue_runs_end_within_their_max_runtime_so_monitoring_can_fail_dead_ones():
+    for job, config, budget in ((process_webhook_events, WebhookDrainConfig, "time_budget_seconds"),
+                                (send_outbound_messages, SendOutboundConfig, "max_seconds")):
+        max_runtime = float(job.tags["dagster/max_runtime"])
+        assert getattr(config(), budget) < max_runtime
+        with pytest.raises(ValidationError, match=budget):
+            config(**{budget: max_runtime})
