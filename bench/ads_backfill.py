@@ -38,12 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from everreach_data.ads.writer import Spool, replace_range  # noqa: E402
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.connection import connect  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.meta.client import GraphClient  # noqa: E402
 from everreach_data.meta.insights import InsightsOptions, InsightsReader  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 
 ACCOUNT = "act_7000000000000001"
 LEVELS = ["campaign", "adset", "ad"]

@@ -2,7 +2,8 @@
 sender, against the sandbox's 80 messages/s per phone number (it answers 130429 above that, as Meta does).
 
 Sending starts once ``--head-start`` messages are queued; enqueueing goes on meanwhile (on a small machine
-the receiver, the sandbox and the sender share the cores). Figures: the achieved send rate against the limit (goal: within 5 % of it, zero 130429), enqueue-to-sent
+the receiver, the sandbox and the sender share the cores). Figures: the achieved send rate against the limit
+(goal: within 5 % of it, zero 130429), enqueue-to-sent
 latency p50/p95 (mostly queueing: 10,000 messages at 80/s take ~125 s however fast they are enqueued).
 Baseline, measured in the same run against the same sandbox: an unthrottled concurrent sender (what peer
 projects do) sending 1,000 messages — how many it gets refused with 130429.
@@ -33,13 +34,13 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from everreach_data.config import Settings  # noqa: E402
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.outbound.sender import SendConfig, drain  # noqa: E402
 from everreach_data.meta.client import AsyncGraphClient  # noqa: E402
 from everreach_data.meta.errors import GraphAPIError  # noqa: E402
+from everreach_data.outbound.sender import SendConfig, drain  # noqa: E402
 from everreach_data.receiver.auth import issue_token  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 PHONE = SANDBOX_DEFAULTS["WHATSAPP_PHONE_NUMBER_ID"]
@@ -162,7 +163,7 @@ def main() -> None:
         enqueuer.start()
         _wait_for_backlog(db_url, args.head_start)
         cfg = SendConfig(whatsapp_messages_per_second=args.mps, max_seconds=3600, linger_seconds=3.0)
-        report = asyncio.run(drain(db_url, settings, cfg))
+        report = asyncio.run(drain(db_url, settings.channels(), cfg))
         accepted, enqueue_seconds = results.get(timeout=600)
         enqueuer.join()
 
@@ -171,7 +172,8 @@ def main() -> None:
         with psycopg.connect(db_url) as conn:
             rows = conn.execute("SELECT extract(epoch FROM sent_at - created_at), extract(epoch FROM sent_at) "
                                 "FROM outbound_message_job WHERE status = 'sent'").fetchall()
-            statuses = dict(conn.execute("SELECT status, count(*) FROM outbound_message_job GROUP BY status").fetchall())
+            statuses = dict(conn.execute(
+                "SELECT status, count(*) FROM outbound_message_job GROUP BY status").fetchall())
         latencies = sorted(float(r[0]) for r in rows)
         sent_times = sorted(float(r[1]) for r in rows)
         counters = httpx.get(graph + "/_sandbox/stats").json()["counters"]

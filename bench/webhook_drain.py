@@ -9,7 +9,8 @@ and POST-to-message-row latency with the sensor running. Prints one JSON line.
 3. Latency: the receiver under uvicorn takes signed POSTs at a steady rate; every 5 s (the sensor's
    minimum interval) the sensor's own decision (``inbox.pending_work`` + ``next_request`` with the count
    of runs in flight) is evaluated and each RunRequest is launched as a ``dagster job execute`` process,
-   which lingers 60 s for more work as configured (the job runs in-process: one op, no step subprocess). The Dagster daemon itself is not used (it would only
+   which lingers 60 s for more work as configured (the job runs in-process: one op, no step subprocess). The
+   Dagster daemon itself is not used (it would only
    add its own tick scheduling); latency = message row ``created_at`` − the moment its body was POSTed.
 
     .venv/bin/python bench/webhook_drain.py [--events 100000] [--latency-seconds 40] [--rate 50]
@@ -36,17 +37,18 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
-from everreach_data.inbox import queue as inbox  # noqa: E402
+from procstat import postgres_cpu  # noqa: E402
+
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.inbox.drain import drain_url, process_webhook_events  # noqa: E402
+from everreach_data.inbox import queue as inbox  # noqa: E402
+from everreach_data.inbox.defs import SENSOR_INTERVAL_SECONDS, next_request, process_webhook_events  # noqa: E402
+from everreach_data.inbox.drain import drain_url  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
-from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
-from everreach_data.sensors.webhook_events import INTERVAL_SECONDS, next_request  # noqa: E402
 from everreach_data.serving import wait_for_port  # noqa: E402
-from procstat import postgres_cpu  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 
 JOB_CMD = [sys.executable, "-m", "dagster", "job", "execute", "-m", "everreach_data.definitions",
            "-j", "process_webhook_events"]
@@ -135,7 +137,7 @@ def latency(url: str, env: dict[str, str], seconds: float, rate: float) -> dict:
                     runs.append(subprocess.Popen(JOB_CMD, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL))
                     launched["runs"] += 1
-                stop.wait(INTERVAL_SECONDS)
+                stop.wait(SENSOR_INTERVAL_SECONDS)
 
     async def post_all() -> None:
         gen = TrafficGenerator(seed=int(time.time())).bodies()

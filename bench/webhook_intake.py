@@ -33,12 +33,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
+from procstat import cpu_seconds, postgres_cpu  # noqa: E402
+
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 from everreach_data.serving import wait_for_port  # noqa: E402
-from procstat import cpu_seconds, postgres_cpu  # noqa: E402
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
+from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 
 SERVER = """
 import sys, uvicorn
@@ -52,7 +53,8 @@ async def app(scope, receive, send):
     if scope["type"] == "http" and scope["path"] == "/bare":
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/plain"), (b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"OK"})
         return
     await receiver(scope, receive, send)
@@ -165,7 +167,7 @@ def main() -> None:
             bare, webhook = summary(bare_rounds), summary(webhook_rounds)
             round_ratios = [
                 round(len(w["latencies"]) / w["seconds"] / (len(b["latencies"]) / b["seconds"]), 3)
-                for b, w in zip(bare_rounds, webhook_rounds)
+                for b, w in zip(bare_rounds, webhook_rounds, strict=True)
             ]
         finally:
             proc.terminate()

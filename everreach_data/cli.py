@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
-from everreach_data.config import PROJECT_ROOT, Settings, load_settings
+from everreach_data.config import PROJECT_ROOT, Settings, environment, load_settings
 from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
 from everreach_data.db.embedded import EmbeddedPostgresError, start_embedded
 from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
@@ -117,7 +118,7 @@ def dev_environment(settings: Settings, *, sandbox_port: int) -> tuple[dict[str,
     """The child processes' environment, and whether the sandbox stands in for Meta."""
     from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
-    env = dict(os.environ)
+    env = environment()
     use_sandbox = not real_meta_configured(settings)
     if use_sandbox:
         for key, value in SANDBOX_DEFAULTS.items():
@@ -137,8 +138,9 @@ def cmd_env(args: argparse.Namespace) -> None:
     settings = Settings(**{k: v for k, v in env.items() if k in Settings.model_fields})  # type: ignore[arg-type]
     app_url, dagster_url = database_urls(settings)
     env.update(DATABASE_URL=app_url, DAGSTER_PG_URL=dagster_url)
+    inherited = environment()
     for key in sorted(env):
-        if key not in os.environ and (key in Settings.model_fields or key == "DAGSTER_PG_URL"):
+        if key not in inherited and (key in Settings.model_fields or key == "DAGSTER_PG_URL"):
             print(f"export {key}={shlex.quote(env[key])}")
 
 
@@ -273,13 +275,13 @@ def cmd_traffic(args: argparse.Namespace) -> None:
 # ───────────────────────────── parser ─────────────────────────────
 
 def _timestamp(value: str):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ sandbox can build settings explicitly without touching the process environment.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -137,6 +138,11 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Settings from the process environment, with explicit overrides (used by tests and the CLI)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def environment() -> dict[str, str]:
+    """A copy of the process environment, for the processes ``everreach-data dev`` starts."""
+    return dict(os.environ)
 
 
 @cache

@@ -22,11 +22,11 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from everreach_data.config import Settings
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db.connection import connect, database_urls, redact
 from everreach_data.db.migrate import SQL_DIR, migrate
 from everreach_data.meta.client import GraphClient
 from everreach_sandbox.core import SandboxState, utc_today
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import app_token, build_state, serve_in_background
 
 
@@ -120,7 +120,11 @@ def step_assets(ctx: DemoContext) -> str:
         from everreach_data.ads.defs import ad_performance
         from everreach_data.conversions.defs import meta_conversion_event
         from everreach_data.definitions import build_resources
-        from everreach_data.organic.defs import social_account_insights, social_media_post, social_post_insights
+        from everreach_data.organic.defs import (
+            social_account_insights,
+            social_media_post,
+            social_post_insights,
+        )
 
     yesterday = (utc_today() - timedelta(days=1)).isoformat()
     result = dg.materialize(
@@ -147,8 +151,8 @@ def step_webhooks(ctx: DemoContext) -> str:
 
     from everreach_data.inbox.drain import drain_url
     from everreach_data.receiver.app import create_app
-    from everreach_sandbox.traffic import post_traffic
     from everreach_data.serving import serve_in_background
+    from everreach_sandbox.traffic import post_traffic
 
     # Counted before and after: the embedded database keeps its data, so a second demo reports what it
     # added, not what the tables hold.
@@ -173,12 +177,12 @@ def step_send(ctx: DemoContext) -> str:
 
     import httpx
 
-    from everreach_data.outbound.sender import drain
     from everreach_data.inbox.drain import drain_url
+    from everreach_data.outbound.sender import drain
     from everreach_data.receiver.app import create_app
     from everreach_data.receiver.auth import issue_token
-    from everreach_sandbox.traffic import KNOWN_USERS
     from everreach_data.serving import serve_in_background
+    from everreach_sandbox.traffic import KNOWN_USERS
 
     with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
         ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"

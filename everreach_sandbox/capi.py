@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface, fbtrace_id
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 surface = Surface("capi")
 

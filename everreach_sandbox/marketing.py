@@ -36,7 +36,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.core import (
     GraphError,
     GraphRequest,
@@ -47,6 +46,7 @@ from everreach_sandbox.core import (
     paged,
     utc_today,
 )
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 surface = Surface("marketing")
 

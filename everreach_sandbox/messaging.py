@@ -3,7 +3,8 @@
 It answers as Meta does, policy included: the 24-hour window (7 days with ``MESSAGE_TAG`` +
 ``HUMAN_AGENT``; the retired tags fail with ``(#100) Invalid parameter``), unknown or unavailable users,
 per-Page send limits (613, sliding second), WhatsApp throughput per phone number (130429; a token bucket of
-``whatsapp_mps`` per second with one second of burst) and the per-recipient pair rate (131056). After answering it posts what Meta would post to ``state.webhook_url``, signed with
+``whatsapp_mps`` per second with one second of burst) and the per-recipient pair rate (131056). After answering it
+posts what Meta would post to ``state.webhook_url``, signed with
 ``state.app_secret``: an echo for Messenger/Instagram, ``sent → delivered → read`` statuses for WhatsApp —
 or ``failed`` (131047) for free-form WhatsApp outside the window, because WhatsApp accepts first and
 rejects later.
@@ -29,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 surface = Surface("messaging")
 
@@ -350,7 +351,8 @@ async def control_users(request: Request) -> JSONResponse:
             key = (spec["platform"], str(spec["id"]))
             user = w.users.get(key) or User(*key)
             if "last_inbound_ago" in spec:
-                user.last_inbound_at = None if spec["last_inbound_ago"] is None else now - float(spec["last_inbound_ago"])
+                ago = spec["last_inbound_ago"]
+                user.last_inbound_at = None if ago is None else now - float(ago)
             if "last_inbound_at" in spec:
                 user.last_inbound_at = None if spec["last_inbound_at"] is None else float(spec["last_inbound_at"])
             user.unavailable = bool(spec.get("unavailable", user.unavailable))

@@ -25,7 +25,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.core import (
     GraphError,
     GraphRequest,
@@ -39,6 +38,7 @@ from everreach_sandbox.core import (
     unit,
     utc_today,
 )
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 surface = Surface("pages")
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from everreach_data import serving
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox import capi, debug, marketing, messaging, pages
 from everreach_sandbox.core import Limits, SandboxState, TokenInfo
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 SURFACES = [marketing.surface, pages.surface, messaging.surface, capi.surface, debug.surface]
 APP_ID = TokenInfo("").app_id

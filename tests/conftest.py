@@ -17,9 +17,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from everreach_data.config import Settings
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db.embedded import EmbeddedPostgres, start_embedded
 from everreach_data.db.migrate import migrate
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 TEMPLATE = "everreach_template"
 _counter = itertools.count()

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 
 from everreach_data.config import PROJECT_ROOT
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.db.embedded import start_embedded
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 CLI = [sys.executable, "-m", "everreach_data.cli"]
 

@@ -11,8 +11,8 @@ import httpx
 import psycopg
 
 from everreach_data.config import PROJECT_ROOT, Settings
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.demo import STEPS, DemoContext, run_demo, step_webhooks
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from tests.servers import free_port
 
 

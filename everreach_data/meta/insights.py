@@ -611,19 +611,19 @@ class InsightsReader:
             except GraphAPIError as exc:  # the batch itself refused (a bad token) or never answered
                 first = (starts or [j.request for j in due] or [r.job.request for r in reading])[0]
                 raise permanent_error(exc, first) from exc
-            for request, result in zip(starts, results):
+            for request, result in zip(starts, results, strict=False):
                 if result.error is None:
                     in_flight.append(self._started(request, result.body or {}))
                 elif result.error.kind is ErrorKind.TOO_MUCH_DATA:
                     queue.extendleft(reversed(self.split(request, result.error)))
                 else:
                     raise permanent_error(result.error, request) from result.error
-            for job, result in zip(due, results):
+            for job, result in zip(due, results, strict=False):
                 if result.error is not None:
                     raise permanent_error(result.error, job.request) from result.error
                 self.stats.polls += 1
                 self._polled(job, result.body or {}, in_flight, reading, queue)
-            for current, result in zip(list(reading), results):
+            for current, result in zip(list(reading), results, strict=False):
                 if result.error is not None:
                     if result.error.kind is ErrorKind.TOO_MUCH_DATA and current.limit > 1:
                         current.limit = max(1, current.limit // 2)  # a page too large: ask again, smaller

@@ -26,8 +26,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from everreach_data.outbound.policy import Decision, Windows
 from everreach_data.meta.messaging import ECHO_BY_JOB_SQL, STATUS_BY_JOB_SQL
+from everreach_data.outbound.policy import Decision, Windows
 
 # ───────────────────────────── request time ─────────────────────────────
 
@@ -246,7 +246,7 @@ RETURNING j.job_id, j.message_id, r.mid
 """
 
 # Setting Meta's id on the message lets webhook processing match the echo/status to it; the webhook
-# migration's triggers fold in an echo row that got there first and apply receipts that arrived early.
+# schema's triggers fold in an echo row that got there first and apply receipts that arrived early.
 SET_MESSAGE_IDS = """
 UPDATE conversation_message m
 SET platform_message_id = r.mid,

@@ -12,9 +12,9 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from everreach_data.config import Channels
+from everreach_data.meta import messaging as wire
 from everreach_data.outbound import queue
 from everreach_data.outbound.policy import decide_messenger, decide_whatsapp
-from everreach_data.meta import messaging as wire
 
 URL = r"^https?://\S+$"
 

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_data.outbound.queue import IdempotencyConflict, job_state
 from everreach_data.outbound.policy import PolicyViolation
+from everreach_data.outbound.queue import IdempotencyConflict, job_state
 from everreach_data.outbound.requests import (
     ChannelNotConfigured,
     InvalidRequest,

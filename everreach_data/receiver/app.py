@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from everreach_data.config import Settings
 from everreach_data.ads import routes as ads_routes
+from everreach_data.config import Settings
 from everreach_data.conversions import routes as conversions_routes
 from everreach_data.inbox import routes as webhooks
 from everreach_data.outbound import routes as outbound_routes

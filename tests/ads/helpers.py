@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.meta.client import GraphClient, RetryPolicy
 from everreach_data.meta.insights import DEFAULT_CONVERSION_ACTION_TYPES, InsightsOptions
 from everreach_sandbox import marketing
 from everreach_sandbox.core import SandboxState
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 

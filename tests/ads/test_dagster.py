@@ -15,8 +15,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from everreach_data.ads import defs as ads
 from everreach_data.config import PROJECT_ROOT
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.resources import PostgresResource
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 from .helpers import PRIMARY, SECOND, TOKEN, expected, sandbox
 

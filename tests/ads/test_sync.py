@@ -298,8 +298,8 @@ def test_a_run_that_fails_at_one_day_of_one_campaign_stops_clearly(db, db_url):
 
 
 def test_a_backfill_batch_is_one_report_run_per_level_and_account():
-    from everreach_data.partitions import DAYS_PER_RUN
     from everreach_data.meta.insights import InsightsReader
+    from everreach_data.partitions import DAYS_PER_RUN
 
     reader = InsightsReader(None, fast_options())  # planning makes no calls
     start = date(2026, 1, 1)

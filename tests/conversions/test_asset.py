@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from everreach_data.conversions.defs import ConversionsAPIResource, meta_conversion_event
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.resources import PostgresResource
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.receiver.app import create_app
 from everreach_data.receiver.auth import issue_token
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
 from tests.servers import free_port, serve
 

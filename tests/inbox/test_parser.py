@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from everreach_data.meta.webhooks import (
-    Deletion, Delivery, Message, Read, Status, WebhookParseError, parse_webhook,
+    Deletion,
+    Delivery,
+    Message,
+    Read,
+    Status,
+    WebhookParseError,
+    parse_webhook,
 )
 from everreach_sandbox.traffic import TrafficGenerator
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from everreach_data.cli import main as cli_main
+from everreach_data.db.run_liveness import live_runs
 from everreach_data.inbox import queue as inbox
-from everreach_data.inbox.batches import DIED, as_ranges
 from everreach_data.inbox.apply import apply_records
+from everreach_data.inbox.batches import DIED, as_ranges
 from everreach_data.inbox.drain import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, drain
 from everreach_data.meta.webhooks import Message, parse_webhook
-from everreach_data.db.run_liveness import live_runs
 from everreach_sandbox.traffic import TrafficGenerator
 
 from . import payloads as p
@@ -31,7 +31,7 @@ from .helpers import enqueue, message, outbound, process, snapshot
 
 
 def ms(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
 def test_messenger_example_writes_thread_messages_receipts_and_windows(db_url, db):
@@ -111,9 +111,9 @@ def test_out_of_order_statuses_are_monotonic_and_failed_is_terminal(db_url, db):
 def test_read_watermarks_out_of_order_never_regress(db_url, db):
     first = outbound(db, "messenger", p.PAGE, p.PSID, mid="m_w1", sent_at="2024-06-10 06:00:00+00")
     second = outbound(db, "messenger", p.PAGE, p.PSID, mid="m_w2", sent_at="2024-06-10 06:10:00+00")
-    between = int(datetime(2024, 6, 10, 6, 5, tzinfo=timezone.utc).timestamp() * 1000)
-    later = int(datetime(2024, 6, 10, 6, 20, tzinfo=timezone.utc).timestamp() * 1000)
-    earlier = int(datetime(2024, 6, 10, 5, 0, tzinfo=timezone.utc).timestamp() * 1000)
+    between = int(datetime(2024, 6, 10, 6, 5, tzinfo=UTC).timestamp() * 1000)
+    later = int(datetime(2024, 6, 10, 6, 20, tzinfo=UTC).timestamp() * 1000)
+    earlier = int(datetime(2024, 6, 10, 5, 0, tzinfo=UTC).timestamp() * 1000)
     sender = {"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}}
     process(db_url, p.messenger_items({**sender, "timestamp": between, "read": {"watermark": between}}))
     status = lambda mid: db.execute(  # noqa: E731
@@ -126,7 +126,7 @@ def test_read_watermarks_out_of_order_never_regress(db_url, db):
 
 
 def test_echoes_after_their_watermarks_land_delivered_or_read_in_one_write(db_url, db):
-    at = lambda minute: int(datetime(2024, 6, 10, 6, minute, tzinfo=timezone.utc).timestamp() * 1000)  # noqa: E731
+    at = lambda minute: int(datetime(2024, 6, 10, 6, minute, tzinfo=UTC).timestamp() * 1000)  # noqa: E731
     user = {"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}}
     process(db_url, p.messenger_items({**user, "timestamp": at(31), "delivery": {"watermark": at(30)}},
                                       {**user, "timestamp": at(21), "read": {"watermark": at(20)}}))
@@ -157,7 +157,7 @@ def test_receipts_before_the_message_apply_when_the_sender_stores_its_id(db_url,
     assert db.execute("SELECT count(*) AS n FROM message_delivery_event WHERE applied AND message_id = %s",
                       (queued,)).fetchone()["n"] == 2
     # A Messenger read watermark that came before our message got its mid.
-    wm = int(datetime(2024, 6, 10, 7, 0, tzinfo=timezone.utc).timestamp() * 1000)
+    wm = int(datetime(2024, 6, 10, 7, 0, tzinfo=UTC).timestamp() * 1000)
     process(db_url, p.messenger_items({"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}, "timestamp": wm,
                                        "read": {"watermark": wm}}))
     msgr = outbound(db, "messenger", p.PAGE, p.PSID, mid=None, status="queued", sent_at="2024-06-10 06:59:00+00")
@@ -201,8 +201,8 @@ def test_replay_and_semantic_duplicates_change_nothing(db_url, db, monkeypatch):
     # `everreach-data replay-webhooks` re-queues by status and time range; reprocessing changes nothing.
     db.execute("UPDATE meta_webhook_event SET received_at = now() - interval '2 days' WHERE webhook_event_id <= 3")
     monkeypatch.setenv("DATABASE_URL", db_url)
-    since = (datetime.now(timezone.utc) - timedelta(days=3)).isoformat()
-    until = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    since = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    until = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     assert cli_main(["replay-webhooks", "--since", since, "--until", until]) == 0
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'pending'").fetchone()["n"] == 3
     assert cli_main(["replay-webhooks", "--status", "done"]) == 0

@@ -136,9 +136,9 @@ def test_bad_bodies_in_a_shared_commit_fail_alone(receiver, db):
     """Bodies share INSERTs under load: one Postgres refuses must cost only its own request."""
     good = [p.raw({**p.WHATSAPP_TEXT, "n": i}) for i in range(120)]
     bad = [b"{not json", b"[1]", b'{"object": "page", "x": "\\u0000"}', b'{"entry": []}'] * 10
-    mixed = [b for pair in zip(good, bad + [None] * len(good)) for b in pair if b is not None]
+    mixed = [b for pair in zip(good, bad + [None] * len(good), strict=False) for b in pair if b is not None]
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        codes = dict(zip(mixed, pool.map(lambda b: post(receiver, b).status_code, mixed)))
+        codes = dict(zip(mixed, pool.map(lambda b: post(receiver, b).status_code, mixed), strict=True))
     assert [codes[b] for b in good] == [200] * len(good) and {codes[b] for b in bad} == {400}
     assert {bytes(r["body_sha256"]) for r in rows(db)} == {hashlib.sha256(b).digest() for b in good}
 

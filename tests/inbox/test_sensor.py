@@ -9,13 +9,17 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from everreach_data.outbound.defs import SendOutboundConfig, send_outbound_messages
+from everreach_data.db.run_liveness import START_GRACE_SECONDS, live_runs, runs_in_flight, session_name
 from everreach_data.inbox.defs import (
-    QUEUE_TAG, WebhookDrainConfig, next_request, process_webhook_events, webhook_events_sensor,
+    QUEUE_TAG,
+    WebhookDrainConfig,
+    next_request,
+    process_webhook_events,
+    webhook_events_sensor,
 )
 from everreach_data.inbox.drain import DRAIN_APPLICATION
+from everreach_data.outbound.defs import SendOutboundConfig, send_outbound_messages
 from everreach_data.resources import PostgresResource
-from everreach_data.db.run_liveness import START_GRACE_SECONDS, live_runs, runs_in_flight, session_name
 
 from . import payloads as p
 from .helpers import enqueue, message

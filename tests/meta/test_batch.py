@@ -11,7 +11,6 @@ import pytest
 from everreach_data.meta.client import AsyncGraphClient, BatchCall, GraphClient
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 from everreach_sandbox.core import TokenInfo
-
 from tests.ads.helpers import FAST_RETRY, PRIMARY, SECOND, TOKEN, client, sandbox
 
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_data.meta.client import AsyncGraphClient, GraphClient, RetryPolicy
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
 from everreach_data.meta.usage import Usage
@@ -25,6 +24,7 @@ from everreach_sandbox.core import (
     charge_buc,
     utc_today,
 )
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_sandbox.server import SURFACES, build_app, build_state
 from tests.servers import serve
 

@@ -8,6 +8,8 @@ import dagster as dg
 import httpx
 import pytest
 
+from everreach_data.meta import organic
+from everreach_data.meta.client import GraphClient
 from everreach_data.organic.defs import (
     FacebookPageResource,
     InstagramAccountResource,
@@ -15,10 +17,8 @@ from everreach_data.organic.defs import (
     social_media_post,
     social_post_insights,
 )
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
-from everreach_data.meta import organic
-from everreach_data.meta.client import GraphClient
 from everreach_data.resources import PostgresResource
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
 

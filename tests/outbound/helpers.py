@@ -9,10 +9,9 @@ import uuid
 import httpx
 import psycopg
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_data.outbound.sender import DrainReport, SendConfig, drain
 from everreach_data.receiver.auth import issue_token
-
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 PAGE = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
 IG = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]

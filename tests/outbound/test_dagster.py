@@ -12,11 +12,11 @@ import psycopg
 
 from everreach_data import cli
 from everreach_data.db import run_liveness
-from everreach_data.outbound import defs as jobs
-from everreach_data.outbound.sender import SEND_APPLICATION, SendConfig, drain
-from everreach_data.definitions import build_resources
 from everreach_data.db.run_liveness import live_runs, session_name
+from everreach_data.definitions import build_resources
+from everreach_data.outbound import defs as jobs
 from everreach_data.outbound.defs import outbound_messages_sensor
+from everreach_data.outbound.sender import SEND_APPLICATION, SendConfig, drain
 
 from .helpers import FAST, HOUR, new_user, sandbox_sent, send_whatsapp, user_wrote, wait_for
 

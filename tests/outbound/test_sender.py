@@ -10,15 +10,15 @@ import uuid
 
 import httpx
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from everreach_data.inbox.drain import drain_url as process_webhooks
 from everreach_data.outbound import queue
 from everreach_data.outbound.operations import retry_failed
-from everreach_data.inbox.drain import drain_url as process_webhooks
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 from .helpers import (
-    PHONE,
     HOUR,
     PAGE,
+    PHONE,
     faults,
     job_row,
     job_status,

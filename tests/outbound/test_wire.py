@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from everreach_data.outbound.queue import _strip_ref
-from everreach_data.outbound.policy import PolicyViolation, Windows, decide_messenger, decide_whatsapp
 from everreach_data.meta import messaging as wire
 from everreach_data.meta.errors import GraphAPIError, GraphTransportError, error_for
+from everreach_data.outbound.policy import PolicyViolation, Windows, decide_messenger, decide_whatsapp
+from everreach_data.outbound.queue import _strip_ref
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 hours = st.one_of(st.none(), st.floats(min_value=-400, max_value=400, allow_nan=False))

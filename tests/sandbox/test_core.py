@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_sandbox.app import create_sandbox_app
 from everreach_sandbox.core import (
     GraphRequest,
@@ -21,6 +20,7 @@ from everreach_sandbox.core import (
     charge_buc,
     utc_today,
 )
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_sandbox.server import SURFACES, app_token, build_app, build_state
 from tests.servers import serve
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_sandbox.core import utc_today
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS as D
 from everreach_sandbox.pages import MEDIA_METRICS
 from everreach_sandbox.server import build_app, build_state
 from tests.servers import serve
