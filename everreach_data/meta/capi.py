@@ -30,9 +30,6 @@ MAX_FUTURE_SECONDS = 60
 
 ACTION_SOURCES = frozenset({"email", "website", "app", "phone_call", "chat", "physical_store",
                             "system_generated", "business_messaging", "other"})
-STANDARD_EVENTS = frozenset({"AddPaymentInfo", "AddToCart", "AddToWishlist", "CompleteRegistration", "Contact",
-                             "CustomizeProduct", "Donate", "FindLocation", "InitiateCheckout", "Lead", "Purchase",
-                             "Schedule", "Search", "StartTrial", "SubmitApplication", "Subscribe", "ViewContent"})
 HASHED_FIELDS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 PASSTHROUGH_FIELDS = ("client_ip_address", "client_user_agent", "fbc", "fbp")
 #: What may be stored: hashed identifiers and pseudonymous cookies. The IP address is sent, never stored.
