@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -179,6 +180,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if use_sandbox and args.traffic_rate > 0:
             procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
                                             "--rate", str(args.traffic_rate)], PROJECT_ROOT))
+        if use_sandbox:
+            first_start_backfill(f"http://127.0.0.1:{args.dagster_port}", dagster_home)
         run_supervised(procs, env, banner=[
             f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
             f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
@@ -190,6 +193,25 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if embedded is not None:
             embedded.stop()
             print(f"embedded Postgres stopped; its data stays in {embedded.pgdata}", flush=True)
+
+
+def first_start_backfill(dagster_url: str, dagster_home: Path) -> None:
+    """On a first start, once the webserver is up, backfill the last days of every daily asset (in the
+    background: the processes start meanwhile)."""
+    from everreach_data.first_start import DAYS, MARKER, backfill_first_days
+
+    if (dagster_home / MARKER).exists():
+        return
+
+    def launch() -> None:
+        try:
+            if backfill_first_days(dagster_url, dagster_home):
+                print(f"first start: backfilling the last {DAYS} days of every daily asset against the sandbox "
+                      f"(Dagster UI → Overview → Backfills)", flush=True)
+        except (RuntimeError, OSError) as exc:
+            print(f"first start: no backfill launched ({exc})", file=sys.stderr, flush=True)
+
+    threading.Thread(target=launch, name="first-start-backfill", daemon=True).start()
 
 
 def run_supervised(procs: list[tuple[str, list[str], Path]], env: dict[str, str], *,
