@@ -181,7 +181,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
             procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
                                             "--rate", str(args.traffic_rate)], PROJECT_ROOT))
         if use_sandbox:
-            first_start_backfill(f"http://127.0.0.1:{args.dagster_port}", dagster_home)
+            first_start(f"http://127.0.0.1:{args.dagster_port}", dagster_home, f"{receiver_url}/api/webhooks/meta",
+                        app_url, settings.secret("META_APP_SECRET") or "")
         run_supervised(procs, env, banner=[
             f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
             f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
@@ -195,16 +196,19 @@ def cmd_dev(args: argparse.Namespace) -> None:
             print(f"embedded Postgres stopped; its data stays in {embedded.pgdata}", flush=True)
 
 
-def first_start_backfill(dagster_url: str, dagster_home: Path) -> None:
-    """On a first start, once the webserver is up, backfill the last days of every daily asset (in the
-    background: the processes start meanwhile)."""
-    from everreach_data.first_start import DAYS, MARKER, backfill_first_days
+def first_start(dagster_url: str, dagster_home: Path, webhook_url: str, database_url: str, app_secret: str) -> None:
+    """On a first start, in the background while the processes come up: a week of sample conversations, then
+    a backfill of the last days of every daily asset (:mod:`everreach_data.first_start`)."""
+    from everreach_data.first_start import DAYS, MARKER, backfill_first_days, seed_history, wait_for_drain
 
     if (dagster_home / MARKER).exists():
         return
 
     def launch() -> None:
         try:
+            posted = seed_history(webhook_url, app_secret)
+            print(f"first start: {posted} sample webhooks from the last {DAYS} days posted", flush=True)
+            wait_for_drain(database_url)
             if backfill_first_days(dagster_url, dagster_home):
                 print(f"first start: backfilling the last {DAYS} days of every daily asset against the sandbox "
                       f"(Dagster UI → Overview → Backfills)", flush=True)

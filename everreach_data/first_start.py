@@ -1,8 +1,9 @@
-"""A first start that shows data: on an empty ``.everreach/``, ``everreach-data dev`` backfills the last days
-of every daily asset (insights and reports) against the sandbox, so the catalog, the asset pages and the
-reports have something in them within minutes. It is an ordinary Dagster backfill, launched through the
-webserver's GraphQL API (as the UI's "Materialize" does) and visible under Overview → Backfills; a marker
-file keeps later starts from repeating it.
+"""A first start that shows data: on an empty ``.everreach/``, ``everreach-data dev`` posts a week of sample
+conversations (the sandbox's signed webhook traffic, dated over the past days), lets the sensor drain them,
+then backfills the last days of every daily asset (insights and reports) against the sandbox, so the
+catalog, the asset pages and the reports have something in them within minutes. The backfill is an ordinary
+one, launched through the webserver's GraphQL API (as the UI's "Materialize" does) and visible under
+Overview → Backfills; a marker file keeps later starts from repeating it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
+
+from everreach_data.inbox.queue import pending_work
 
 DAYS = 7
 MARKER = "first-start-backfill"
+#: Sample webhook bodies per day of history.
+BODIES_PER_DAY = 150
 
 PARTITIONED_ASSETS = """
 query { assetNodes { assetKey { path } isPartitioned isMaterializable } }
@@ -56,6 +62,36 @@ def wait_until_serving(client: httpx.Client, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the Dagster webserver at {client.base_url} did not answer within {timeout:.0f} s")
         time.sleep(0.5)
+
+
+def seed_history(webhook_url: str, app_secret: str, *, days: int = DAYS, timeout: float = 180.0) -> int:
+    """Post ``days`` of sample webhook traffic, dated over those days, once the receiver answers."""
+    import asyncio
+
+    from everreach_sandbox.traffic import post_traffic
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(webhook_url, timeout=2)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the receiver at {webhook_url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.5)
+    posted = asyncio.run(post_traffic(webhook_url, app_secret, rate=500, count=days * BODIES_PER_DAY, seed=7,
+                                      days_ago=days))
+    return posted["ok"]
+
+
+def wait_for_drain(database_url: str, timeout: float = 180.0) -> None:
+    """Return once the inbox has nothing left to process (the sensor's runs drain it)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while pending_work(conn)[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the webhook inbox was not drained within {timeout:.0f} s")
+            time.sleep(1.0)
 
 
 def backfill_first_days(dagster_url: str, home: Path, *, today: date | None = None, days: int = DAYS,

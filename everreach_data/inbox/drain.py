@@ -58,11 +58,14 @@ class DrainStats:
     waited_seconds_total: float = 0.0  # over the events done: seconds from receipt to their batch's claim
     waited_seconds_max: float = 0.0
     seconds: float = 0.0
+    idle: bool = False  # stopped because the queue stayed empty for the linger time (not the time budget)
 
     def add(self, other: DrainStats) -> None:
         for name in self.__slots__:  # type: ignore[attr-defined]
             if name == "waited_seconds_max":
                 self.waited_seconds_max = max(self.waited_seconds_max, other.waited_seconds_max)
+            elif name == "idle":
+                self.idle = self.idle and other.idle
             elif name != "seconds":
                 setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -247,6 +250,7 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
                 _recover_dead_batches(conn, stats, opts)  # another run's, say
                 idle_since = idle_since if idle_since is not None else time.perf_counter()
                 if time.perf_counter() - idle_since >= linger_seconds:
+                    stats.idle = True
                     break
                 time.sleep(poll_seconds)
                 continue
@@ -292,7 +296,7 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs
     started = time.perf_counter()
     with _heap_frozen(), ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
         results = [f.result() for f in [pool.submit(one) for _ in range(workers)]]
-    total = DrainStats()
+    total = DrainStats(idle=True)
     for result in results:
         total.add(result)
     total.seconds = time.perf_counter() - started
