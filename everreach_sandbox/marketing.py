@@ -1053,8 +1053,8 @@ def list_objects(req: GraphRequest, kind: str) -> dict[str, Any]:
     asked = _statuses_asked(req, kind)
     items = []
     for oid, fields in _objects_of(acct, kind).items():
-        status = fields.get("effective_status", fields.get("status"))
-        if (status in HIDDEN_STATUSES and asked is None) or (asked is not None and status not in asked):
+        status = fields.get("effective_status")  # creatives have none: their edge lists them all
+        if status is not None and ((status in HIDDEN_STATUSES and asked is None) or (asked and status not in asked)):
             continue
         items.append(pick(req, kind, _with_ids(acct, kind, oid, fields)))
     return page(req, items)

@@ -22,8 +22,8 @@ ACCOUNT_COLUMNS = ("ad_account_id", "account_id", "name", "currency", "timezone_
 JSON_COLUMNS = frozenset({"metadata", "attribution_spec"})
 
 
-def upsert_sql(table: str, columns: Iterable[str], key: tuple[str, ...]) -> sql.Composed:
-    """``INSERT … ON CONFLICT (key) DO UPDATE`` every other column (and ``synced_at``)."""
+def upsert_sql(table: str, columns: Iterable[str], key: tuple[str, ...], touched: str = "synced_at") -> sql.Composed:
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` every other column (and ``touched``: when it was synced)."""
     cols = list(columns)
     updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in cols if c not in key]
     return sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}").format(
@@ -31,7 +31,7 @@ def upsert_sql(table: str, columns: Iterable[str], key: tuple[str, ...]) -> sql.
         cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
         vals=sql.SQL(", ").join(sql.Placeholder(c) for c in cols),
         key=sql.SQL(", ").join(map(sql.Identifier, key)),
-        sets=sql.SQL(", ").join([*updates, sql.SQL("synced_at = now()")]),
+        sets=sql.SQL(", ").join([*updates, sql.SQL("{} = now()").format(sql.Identifier(touched))]),
     )
 
 
@@ -49,7 +49,7 @@ def write_objects(conn: psycopg.Connection, kind: ObjectKind, rows: list[dict[st
         return 0
     columns = columns_of(kind)
     if kind.table == "campaign":
-        statement = upsert_sql("campaign", ("source", *columns), ("source", kind.id_column))
+        statement = upsert_sql("campaign", ("source", *columns), ("source", kind.id_column), "updated_at")
         params = [{"source": "meta", **_table_row(r)} for r in rows]
     else:
         statement = upsert_sql(kind.table, columns, (kind.id_column,))
