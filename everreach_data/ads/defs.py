@@ -158,7 +158,7 @@ def ad_performance(
     options = meta_ads.options(config.conversion_action_types)
     accounts = meta_ads.accounts(config.accounts)
     context.log.info(f"reading {since}..{until} for {len(accounts)} account(s), levels {levels}")
-    with meta_ads.client() as client:
+    with ads_failures(meta_ads), meta_ads.client() as client:
         result = sync_ad_performance(
             postgres.resolved_url(),
             client,
