@@ -3,7 +3,7 @@ view windows refused, and a restated day re-pulled replacing its rows."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 

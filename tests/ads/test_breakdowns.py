@@ -47,8 +47,9 @@ def test_the_default_reports_exact_and_summing_to_the_level_totals(db, db_url):
         for account in (PRIMARY, SECOND):
             assert_exact(db, state, result.report, account, SINCE, UNTIL)
         assert result.check.passed and result.check.days_compared == 2 * 4
-        assert result.run.rows_written == result.run.rows_fetched == sum(
-            len(breakdown_cells(state, a, "campaign", result.report.breakdowns, SINCE, UNTIL)) for a in (PRIMARY, SECOND))
+        cells = [breakdown_cells(state, a, "campaign", result.report.breakdowns, SINCE, UNTIL)
+                 for a in (PRIMARY, SECOND)]
+        assert result.run.rows_written == result.run.rows_fetched == sum(map(len, cells))
         assert result.run.reader.stats.report_runs == 2  # one per account: 4 days fit one run
     # per day and campaign, every report's cells add up to ad_performance exactly
     sums = db.execute("""

@@ -60,7 +60,8 @@ def test_the_business_sdk_reads_objects_and_fields_as_meta_answers_them():
         assert campaign.export_all_data() == {"id": cid, "name": acct.campaigns[cid]["name"],
                                               "effective_status": "PAUSED",
                                               "daily_budget": acct.campaigns[cid]["daily_budget"]}
-        sets = list(AdAccount(PRIMARY, api=api).get_ad_sets(fields=["attribution_spec"], params={"effective_status": ALL}))
+        sets = list(AdAccount(PRIMARY, api=api).get_ad_sets(fields=["attribution_spec"],
+                                                            params={"effective_status": ALL}))
         assert {s["id"]: s["attribution_spec"] for s in sets} == {
             i: s["attribution_spec"] for i, s in acct.adsets.items()}
         creatives = list(AdAccount(PRIMARY, api=api).get_ad_creatives(fields=["title", "object_type"]))
