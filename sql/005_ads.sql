@@ -123,7 +123,6 @@ CREATE TABLE ad_performance_breakdown (
     synced_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (report, ad_account_id, level, date, object_id, breakdown_key)
 );
-CREATE INDEX ad_performance_breakdown_values_idx ON ad_performance_breakdown USING gin (breakdowns);
 
 -- Conversions and their value per action type and attribution window ('1d_click', '7d_click',
 -- '28d_click', '1d_view', '1d_engaged_view', and 'default': the ad set's own attribution setting, which
