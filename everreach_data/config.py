@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     FB_ADS_ACCOUNT_ID: str | None = Field(default=None, description="comma-separated for several accounts")
     ADS_LEVELS: str | None = None                          # insights levels ad_performance reads (unset: all)
     ADS_CONVERSION_ACTION_TYPES: str | None = None         # comma-separated; unset = meta.insights' default
+    ADS_BREAKDOWN_REPORTS: str | None = None               # TOML file of breakdown reports (unset: 4 defaults)
+    ADS_ATTRIBUTION_WINDOWS: str | None = None             # comma-separated; unset = every window Meta serves
+    ADS_ACCOUNTS_PER_RUN: int = 10                         # scheduled runs split the accounts into groups
     ADS_LOOKBACK_DAILY_DAYS: int = 3                       # re-pulled every day (the days before yesterday)
     ADS_LOOKBACK_WEEKLY_DAYS: int = 28                     # re-pulled weekly: Meta restates up to 28 days
     PARTITIONS_START_DATE: date = date(2025, 1, 1)         # first daily partition (clamped to Meta's 37 months)
