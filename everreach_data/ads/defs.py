@@ -24,8 +24,9 @@ from everreach_data.ads.breakdowns import NOT_ADDITIVE, REACH_NOTE, BreakdownRep
 from everreach_data.ads.objects import sync_accounts, sync_objects
 from everreach_data.ads.reports import load_reports
 from everreach_data.ads.sync import ReportRun, SyncResult, check_levels, sync_ad_performance
-from everreach_data.ads.writer import Totals
+from everreach_data.ads.writer import TABLE_CHECKS, Totals
 from everreach_data.config import definition_settings
+from everreach_data.db.catalog import table_metadata
 from everreach_data.meta.ads_objects import TOKEN_ACCOUNTS, resolve_accounts
 from everreach_data.meta.insights import (
     ATTRIBUTION_WINDOWS,
@@ -88,13 +89,13 @@ class AdPerformanceConfig(AdsRunConfig):
     conversion_action_types: list[str] | None = None
 
 
+#: What every ads asset tells the catalog: who owns it, and when yesterday should be in (the daily schedule
+#: pulls each account's day once it has ended there, hourly; the last time zones end at 12:00 UTC).
+CATALOG = {"group_name": "ads", "owners": ["team:analytics"],
+           "freshness_policy": dg.FreshnessPolicy.cron(deadline_cron="0 14 * * *",
+                                                       lower_bound_delta=timedelta(hours=24))}
+
 CHECKS = [
-    dg.AssetCheckSpec("spend_non_negative", asset="ad_performance", description="no row has negative spend"),
-    dg.AssetCheckSpec(
-        "clicks_within_impressions",
-        asset="ad_performance",
-        description="no row has more clicks than impressions",
-    ),
     dg.AssetCheckSpec(
         "rows_fetched_equal_written",
         asset="ad_performance",
@@ -112,16 +113,6 @@ def check_results(result: SyncResult) -> list[dg.AssetCheckResult]:
     checks = result.checks
     mixed = {a: c for a, c in checks.get("currencies", {}).items() if len(c) != 1}
     return [
-        dg.AssetCheckResult(
-            check_name="spend_non_negative",
-            passed=checks["negative_spend"] == 0,
-            metadata={"rows_with_negative_spend": checks["negative_spend"]},
-        ),
-        dg.AssetCheckResult(
-            check_name="clicks_within_impressions",
-            passed=checks["clicks_over_impressions"] == 0,
-            metadata={"rows_with_clicks_over_impressions": checks["clicks_over_impressions"]},
-        ),
         dg.AssetCheckResult(
             check_name="rows_fetched_equal_written",
             passed=result.rows_fetched == result.rows_written == checks["rows_in_range"],
@@ -144,8 +135,8 @@ def check_results(result: SyncResult) -> list[dg.AssetCheckResult]:
     backfill_policy=insights_backfill_policy,
     check_specs=CHECKS,
     deps=["ad_account", "campaign", "ad_set", "ad"],
-    group_name="ads",
     kinds={"postgres", "meta"},
+    **CATALOG,
     description="Daily Meta ads insights (campaign, ad set and ad levels) for every configured ad account.",
 )
 def ad_performance(
@@ -183,15 +174,39 @@ def ad_performance(
             "throttled_calls": result.throttled_calls,
             "accounts": dg.MetadataValue.json(result.accounts),
             "date_range": f"{since}..{until}",
+            **table_catalog(postgres, "ad_performance", result.rows_written),
         },
         check_results=check_results(result),
     )
+
+
+def _table_checks(postgres: PostgresResource) -> dict[str, int]:
+    with postgres.connect() as conn:
+        return conn.execute(TABLE_CHECKS).fetchone()
+
+
+@dg.asset_check(asset=ad_performance, description="no row has negative spend")
+def spend_non_negative(postgres: PostgresResource) -> dg.AssetCheckResult:
+    bad = _table_checks(postgres)["negative_spend"]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_with_negative_spend": bad})
+
+
+@dg.asset_check(asset=ad_performance, description="no row has more clicks than impressions")
+def clicks_within_impressions(postgres: PostgresResource) -> dg.AssetCheckResult:
+    bad = _table_checks(postgres)["clicks_over_impressions"]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_with_clicks_over_impressions": bad})
 
 
 def partition_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
     """The run's days (the accounts' own: Meta dates insights in each account's time zone)."""
     window = context.partition_time_window
     return window.start.date(), window.end.date() - timedelta(days=1)
+
+
+def table_catalog(postgres: PostgresResource, table: str, rows: int) -> dict[str, object]:
+    """The table's name, columns and the rows this run wrote, for the catalog."""
+    with postgres.connect() as conn:
+        return table_metadata(conn, table, row_count=rows)
 
 
 def run_metadata(run: ReportRun) -> dict[str, object]:
@@ -214,7 +229,7 @@ def breakdown_asset(report: BreakdownReport) -> dg.AssetsDefinition:
                     f"clicks ({NOT_ADDITIVE})")
 
     @dg.asset(key=key, partitions_def=daily_partitions, backfill_policy=insights_backfill_policy,
-              check_specs=[check], group_name="ads", kinds={"postgres", "meta"},
+              check_specs=[check], kinds={"postgres", "meta"}, **CATALOG,
               description=f"Breakdown report {report.name!r}: {report.describe()}, per day, in "
                           f"{BREAKDOWN_TABLE} (report = {report.name!r}).")
     def _asset(context: dg.AssetExecutionContext, config: AdsRunConfig, postgres: PostgresResource,
@@ -229,7 +244,8 @@ def breakdown_asset(report: BreakdownReport) -> dg.AssetsDefinition:
         reach = REACH_NOTE.format(n=withheld) if withheld else f"reach on every row; {NOT_ADDITIVE}"
         severity = dg.AssetCheckSeverity.ERROR if verdict.mismatched else dg.AssetCheckSeverity.WARN
         return dg.MaterializeResult(
-            metadata={**run_metadata(run), "report": report.name, "level": report.level,
+            metadata={**run_metadata(run), **table_catalog(postgres, BREAKDOWN_TABLE, run.rows_written),
+                      "report": report.name, "level": report.level,
                       "breakdowns": ", ".join(report.breakdowns), "rows_without_reach": withheld, "reach": reach,
                       **run.spool.totals.get(report.level, Totals()).summary()},
             check_results=[dg.AssetCheckResult(
@@ -249,9 +265,8 @@ def breakdown_asset(report: BreakdownReport) -> dg.AssetsDefinition:
 # ───────────────────────────── attribution windows ─────────────────────────────
 
 
-@dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, group_name="ads",
-          kinds={"postgres", "meta"},
-          description="Conversions and conversion value per action type and attribution window (1d_click, "
+@dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, kinds={"postgres", "meta"},
+          **CATALOG, description="Conversions and conversion value per action type and attribution window (1d_click, "
                       "7d_click, 28d_click, 1d_view, 1d_engaged_view, and default: the ad set's own setting).")
 def ad_performance_attribution(context: dg.AssetExecutionContext, config: AdPerformanceConfig,
                                postgres: PostgresResource, meta_ads: MetaAdsResource) -> dg.MaterializeResult:
@@ -265,7 +280,9 @@ def ad_performance_attribution(context: dg.AssetExecutionContext, config: AdPerf
         run = sync_attribution(postgres.resolved_url(), client, accounts=meta_ads.accounts(config.accounts),
                                levels=levels, since=since, until=until, windows=windows,
                                options=meta_ads.options(config.conversion_action_types))
-    return dg.MaterializeResult(metadata={**run_metadata(run), "windows": ", ".join(("default", *windows)),
+    return dg.MaterializeResult(metadata={**run_metadata(run), **table_catalog(postgres, "ad_performance_attribution",
+                                                                             run.rows_written),
+                                          "windows": ", ".join(("default", *windows)),
                                           "levels": ", ".join(levels)})
 
 
@@ -281,7 +298,7 @@ OBJECT_DESCRIPTIONS = {
 
 
 def object_asset(table: str) -> dg.AssetsDefinition:
-    @dg.asset(name=table, group_name="ads", kinds={"postgres", "meta"},
+    @dg.asset(name=table, group_name="ads", kinds={"postgres", "meta"}, owners=CATALOG["owners"],
               description=OBJECT_DESCRIPTIONS[table] + " Upserted by Meta's id; deleted and archived kept.")
     def _asset(config: AdsRunConfig, postgres: PostgresResource, meta_ads: MetaAdsResource) -> dg.MaterializeResult:
         with ads_failures(meta_ads), meta_ads.client() as client, postgres.connect() as conn:
@@ -415,5 +432,6 @@ ad_performance_lookback_weekly = lookback_schedule(
 
 schedules = [ad_objects_daily, ad_performance_daily, ad_performance_lookback_daily, ad_performance_lookback_weekly]
 
-defs = dg.Definitions(assets=[*object_assets, *insight_assets], jobs=[ad_objects_job, ads_insights_job],
-                      schedules=schedules)
+defs = dg.Definitions(assets=[*object_assets, *insight_assets],
+                      asset_checks=[spend_non_negative, clicks_within_impressions],
+                      jobs=[ad_objects_job, ads_insights_job], schedules=schedules)
