@@ -16,6 +16,7 @@ from everreach_data.organic.store import (
     POSTS_IN_RANGE,
     replace_account_insights,
     replace_post_insights,
+    utc_day,
     write_posts,
 )
 from everreach_data.partitions import daily_partitions, insights_backfill_policy
@@ -40,7 +41,7 @@ class InstagramAccountResource(GraphAPIResource):
 
 def _range(context: dg.AssetExecutionContext) -> tuple[date, date]:
     window = context.partition_time_window
-    return window.start.date(), window.end.date()
+    return utc_day(window.start), utc_day(window.end)
 
 
 @dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, group_name="organic",

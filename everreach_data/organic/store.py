@@ -4,7 +4,7 @@ one transaction, so re-runs and look-backs never duplicate."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -43,6 +43,12 @@ FROM jsonb_to_recordset(%(rows)s) AS r(platform text, account_id text, date date
 """
 
 
+def utc_day(moment: datetime) -> date:
+    """The UTC day of an aware ``moment``. Postgres hands ``timestamptz`` back in the session's TimeZone, so
+    ``moment.date()`` would be that zone's day; partitions are UTC days."""
+    return moment.astimezone(UTC).date()
+
+
 def write_posts(conn: psycopg.Connection, posts: Iterable[Post]) -> int:
     rows = [{"platform": p.platform, "account_id": p.account_id, "post_id": p.post_id, "media_type": p.media_type,
              "caption": p.caption, "permalink": p.permalink, "posted_at": p.posted_at.isoformat(), "raw": p.raw}
@@ -54,7 +60,7 @@ def write_posts(conn: psycopg.Connection, posts: Iterable[Post]) -> int:
 
 def replace_post_insights(conn: psycopg.Connection, since: date, until: date,
                           values: list[tuple[Post, str, object]]) -> int:
-    rows = [{"platform": p.platform, "post_id": p.post_id, "date": p.posted_at.date().isoformat(), "metric": m,
+    rows = [{"platform": p.platform, "post_id": p.post_id, "date": utc_day(p.posted_at).isoformat(), "metric": m,
              "value": str(v)} for p, m, v in values]
     with conn.transaction():
         conn.execute(DELETE_POST_INSIGHTS, {"since": since, "until": until})
