@@ -25,6 +25,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
 from everreach_sandbox.core import (
     GraphError,
     GraphRequest,
@@ -226,6 +230,12 @@ IG_TOTAL_VALUE: dict[str, tuple[int, int, str, str]] = {
 UNIQUE_TOTALS = frozenset({"reach", "accounts_engaged"})  # totals of uniques are not sums of days
 
 INVALID_METRIC = "(#100) The value must be a valid insights metric"
+
+
+def retired(state: SandboxState) -> frozenset[str]:
+    """Metrics Meta has retired since the sandbox started (``POST /_sandbox/pages/retire``): refused on
+    every surface as Meta refuses a retired metric."""
+    return frozenset(state.extra.get("pages", {}).get("retired", ()))
 
 
 # ───────────────────────────── the synthetic world ─────────────────────────────
@@ -494,7 +504,7 @@ async def page_posts(req: GraphRequest) -> dict[str, Any]:
 async def page_insights(req: GraphRequest) -> dict[str, Any]:
     charge_buc(req, PAGE_ID, "pages")
     metrics = _metrics(req)
-    if not metrics or any(m not in PAGE_METRICS for m in metrics):
+    if not metrics or any(m not in PAGE_METRICS or m in retired(req.state) for m in metrics):
         raise GraphError(100, INVALID_METRIC, type="OAuthException")
     period = _period(req)
     since, until = _window(req, 90)
@@ -524,7 +534,7 @@ async def post_node(req: GraphRequest) -> dict[str, Any]:
 async def post_insights(req: GraphRequest) -> dict[str, Any]:
     charge_buc(req, PAGE_ID, "pages")
     metrics = _metrics(req)
-    if not metrics or any(m not in POST_METRICS for m in metrics):
+    if not metrics or any(m not in POST_METRICS or m in retired(req.state) for m in metrics):
         raise GraphError(100, INVALID_METRIC, type="OAuthException")
     posted, today = req.node.data["posted"], utc_today()
     return {
@@ -627,7 +637,7 @@ async def ig_media_insights(req: GraphRequest) -> dict[str, Any]:
     kind = req.node.data["kind"]
     allowed = MEDIA_METRICS[kind]
     for i, m in enumerate(metrics):
-        if m in REMOVED_MEDIA_METRICS:
+        if m in REMOVED_MEDIA_METRICS or m in retired(req.state):
             raise GraphError(
                 100,
                 f"(#100) Starting from version v22.0 and above, the {m} metric is no longer "
@@ -680,10 +690,10 @@ async def ig_user_insights(req: GraphRequest) -> dict[str, Any]:
     if not metrics:
         raise GraphError(100, "(#100) The parameter metric is required", type="OAuthException")
     for i, m in enumerate(metrics):
-        if m == "impressions":
+        if m == "impressions" or m in retired(req.state):
             raise GraphError(
                 100,
-                "(#100) Starting from version v22.0 and above, the impressions metric is no longer supported",
+                f"(#100) Starting from version v22.0 and above, the {m} metric is no longer supported",
                 type="OAuthException",
             )
         if m not in known:
@@ -739,3 +749,19 @@ async def ig_user_insights(req: GraphRequest) -> dict[str, Any]:
                 )
             )
     return {"data": data, "paging": _insights_paging(req, since, until)}
+
+
+# ───────────────────────────── control ─────────────────────────────
+
+
+async def control_retire(request: Request) -> JSONResponse:
+    """POST {"metrics": ["post_clicks", …]}: Meta retires these metrics now (an empty list brings them
+    back). Every insights endpoint then refuses them with Meta's error for a retired metric."""
+    state: SandboxState = request.app.state.sandbox
+    body = await request.json()
+    with state.lock:
+        state.extra.setdefault("pages", {})["retired"] = sorted(map(str, body.get("metrics", ())))
+    return JSONResponse({"retired": sorted(retired(state))})
+
+
+surface.control_routes = [Route("/_sandbox/pages/retire", control_retire, methods=["POST"])]

@@ -112,20 +112,3 @@ def test_token_problems_fail_the_run_clearly(db_url, sandbox):
     assert "code 190" in failure.user_failure_data.description
     assert "generate a new one and update MESSENGER_PAGE_TOKEN" in failure.user_failure_data.description
     assert httpx.get(f"{sandbox}/_sandbox/stats").json()["counters"]["error.190"] == 1
-
-
-def test_a_post_refused_in_a_batch_is_retried_alone_with_the_metric_dropped(sandbox):
-    from everreach_data.meta.organic import InsightsReport, Post
-
-    with GraphClient(f"{sandbox}/v24.0", TOKEN) as client:
-        day = datetime.now(UTC).date() - timedelta(days=10)
-        media = organic.instagram_media(client, IG, day, day + timedelta(days=7))
-        feed_video = next(m for m in media if m.media_type == "VIDEO")
-        # A media type we map wrongly (as Meta renames sets) must not lose the post: REELS' metrics on a feed
-        # video are refused in the batch, then asked one by one and only the valid ones kept.
-        mislabelled = Post(**{**feed_video.__dict__, "media_type": "REELS"})
-        report = InsightsReport()
-        values = organic.posts_lifetime_insights(client, [mislabelled, *media[:3]], report)
-    assert set(values[mislabelled.post_id]) == {"reach", "saved"}
-    assert "views" in report.dropped_metrics
-    assert all(values[m.post_id] for m in media[:3])
