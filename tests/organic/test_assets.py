@@ -12,36 +12,19 @@ from everreach_data.meta import organic
 from everreach_data.meta.client import GraphClient
 from everreach_data.organic.defs import (
     FacebookPageResource,
-    InstagramAccountResource,
     social_account_insights,
     social_media_post,
     social_post_insights,
 )
-from everreach_data.resources import PostgresResource
-from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
+from tests.organic.helpers import IG, PAGE, TOKEN, resources, run
 from tests.servers import serve
-
-PAGE, IG = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"], SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]
-TOKEN = SANDBOX_DEFAULTS["MESSENGER_PAGE_TOKEN"]
 
 
 @pytest.fixture
 def sandbox():
     with serve(build_app(build_state(seed=7))) as base:
         yield base
-
-
-def resources(db_url: str, sandbox: str) -> dict:
-    return {"postgres": PostgresResource(url=db_url),
-            "facebook_page": FacebookPageResource(access_token=TOKEN, page_id=PAGE, graph_url=sandbox),
-            "instagram_account": InstagramAccountResource(access_token=TOKEN, ig_user_id=IG, graph_url=sandbox)}
-
-
-def run(assets, db_url, sandbox, start: date, end: date) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, resources=resources(db_url, sandbox), tags={
-        "dagster/asset_partition_range_start": start.isoformat(),
-        "dagster/asset_partition_range_end": end.isoformat()})
 
 
 def test_a_week_of_posts_insights_and_account_metrics(db, db_url, sandbox):
@@ -52,12 +35,13 @@ def test_a_week_of_posts_insights_and_account_metrics(db, db_url, sandbox):
 
     with GraphClient(f"{sandbox}/v24.0", TOKEN) as client:  # what Meta says, asked independently
         fb = organic.page_posts(client, PAGE, start, end + timedelta(days=1))
+        fb += organic.page_reels(client, PAGE, start, end + timedelta(days=1))
         ig = organic.instagram_media(client, IG, start, end + timedelta(days=1))
         expected_views = client.get(f"{PAGE}/insights", metric="page_media_view", period="day",
                                     since=start.isoformat(), until=(end + timedelta(days=1)).isoformat())
     posts = db.execute("SELECT platform, count(*) AS n FROM social_media_post GROUP BY platform").fetchall()
     assert {r["platform"]: r["n"] for r in posts} == {"facebook": len(fb), "instagram": len(ig)}
-    assert len(fb) > 0 and len(ig) > 0
+    assert len(fb) > 0 and len(ig) > 0 and any(p.media_type == "REELS" for p in fb)
 
     per_post = db.execute("SELECT count(DISTINCT platform_post_id) AS n FROM social_post_insights").fetchone()
     assert per_post["n"] == len(fb) + len(ig)
