@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import dagster as dg
+import httpx
 import psycopg
 from psycopg import sql
 
@@ -34,3 +35,8 @@ def set_database_time_zone(db: psycopg.Connection, zone: str) -> None:
     """Every later session on this test's database runs in ``zone`` (as a server configured so would)."""
     name = db.info.dbname
     db.execute(sql.SQL("ALTER DATABASE {} SET timezone = {}").format(sql.Identifier(name), sql.Literal(zone)))
+
+
+def graph(base: str) -> httpx.Client:
+    """A plain HTTP client on the sandbox's Graph API with the Page token, for asking Meta independently."""
+    return httpx.Client(base_url=f"{base}/v24.0", params={"access_token": TOKEN})

@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import httpx
-import pytest
 
 from everreach_data.meta import organic
 from everreach_data.meta.client import GraphClient
@@ -16,15 +15,7 @@ from everreach_data.organic.defs import (
     social_media_post,
     social_post_insights,
 )
-from everreach_sandbox.server import build_app, build_state
 from tests.organic.helpers import IG, PAGE, TOKEN, resources, run
-from tests.servers import serve
-
-
-@pytest.fixture
-def sandbox():
-    with serve(build_app(build_state(seed=7))) as base:
-        yield base
 
 
 def test_a_week_of_posts_insights_and_account_metrics(db, db_url, sandbox):

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import httpx
-import pytest
 
 from everreach_data.meta.organic import DEMOGRAPHIC_TIMEFRAMES, IG_BREAKDOWNS
 from everreach_data.organic.defs import (
@@ -15,19 +13,7 @@ from everreach_data.organic.defs import (
     social_account_insights_breakdown,
     social_audience_demographics,
 )
-from everreach_sandbox.server import build_app, build_state
-from tests.organic.helpers import IG, PAGE, TOKEN, resources, run
-from tests.servers import serve
-
-
-@pytest.fixture
-def sandbox():
-    with serve(build_app(build_state(seed=11))) as base:
-        yield base
-
-
-def graph(base: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{base}/v24.0", params={"access_token": TOKEN})
+from tests.organic.helpers import IG, PAGE, graph, resources, run
 
 
 def _meta_demographics(base: str) -> dict[tuple, int]:

@@ -11,15 +11,7 @@ import pytest
 
 from everreach_data.meta import organic
 from everreach_data.organic.defs import organic_insights_daily, social_media_post, social_post_insights
-from everreach_sandbox.server import build_app, build_state
 from tests.organic.helpers import TOKEN, run
-from tests.servers import serve
-
-
-@pytest.fixture
-def sandbox():
-    with serve(build_app(build_state(seed=5))) as base:
-        yield base
 
 
 def test_reels_and_video_posts_have_their_own_metrics(db, db_url, sandbox):

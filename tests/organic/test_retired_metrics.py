@@ -5,20 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 
 from everreach_data.meta import organic
 from everreach_data.meta.client import GraphClient
 from everreach_data.meta.organic import InsightsReport, Post
-from everreach_sandbox.server import build_app, build_state
 from tests.organic.helpers import IG, PAGE, TOKEN
-from tests.servers import serve
-
-
-@pytest.fixture
-def sandbox():
-    with serve(build_app(build_state(seed=7))) as base:
-        yield base
 
 
 def _posts(client: GraphClient, days: int) -> list:

@@ -14,7 +14,7 @@ from everreach_data.inbox.queue import requeue
 from everreach_data.organic.defs import instagram_stories_job, social_post_insights
 from everreach_sandbox.server import build_app, build_state
 from tests.inbox.helpers import process
-from tests.organic.helpers import IG, TOKEN, resources, run
+from tests.organic.helpers import IG, graph, resources, run
 from tests.servers import serve
 
 STORY_METRICS = "reach,replies,follows,profile_visits,shares,total_interactions,views,navigation"
@@ -33,10 +33,6 @@ def sandbox():
 
 def set_clock(base: str, moment: datetime) -> None:
     httpx.post(f"{base}/_sandbox/pages/clock", json={"now": moment.isoformat()}).raise_for_status()
-
-
-def graph(base: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{base}/v24.0", params={"access_token": TOKEN})
 
 
 def live_stories(base: str) -> dict[str, dict[str, int]]:

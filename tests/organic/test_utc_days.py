@@ -6,19 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
 from everreach_data.organic.defs import social_media_post, social_post_insights
-from everreach_sandbox.server import build_app, build_state
 from tests.organic.helpers import run, set_database_time_zone
-from tests.servers import serve
-
-
-@pytest.fixture
-def sandbox():
-    with serve(build_app(build_state(seed=7))) as base:
-        yield base
 
 
 def test_posts_are_dated_by_their_utc_day_in_a_far_from_utc_session(db, db_url, sandbox):
