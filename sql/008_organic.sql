@@ -17,6 +17,11 @@ CREATE TABLE social_account_insights_breakdown (
     PRIMARY KEY (platform, account_id, date, metric, breakdown, breakdown_value)
 );
 CREATE INDEX social_account_insights_breakdown_date_idx ON social_account_insights_breakdown (date);
+COMMENT ON TABLE social_account_insights_breakdown IS 'The Instagram account''s daily metrics by follower_type and by media_product_type (long: one row per breakdown value; the day''s total is in social_account_insights).';
+COMMENT ON COLUMN social_account_insights_breakdown.date IS 'UTC day';
+COMMENT ON COLUMN social_account_insights_breakdown.metric IS 'Meta''s metric name (views, reach, total_interactions, likes, comments, shares, saves)';
+COMMENT ON COLUMN social_account_insights_breakdown.breakdown IS 'follower_type or media_product_type';
+COMMENT ON COLUMN social_account_insights_breakdown.breakdown_value IS 'the breakdown''s value as Meta names it (FOLLOWER, NON_FOLLOWER; POST, REEL, STORY, AD)';
 
 -- ───────────────────────────── audience demographics ─────────────────────────────
 
@@ -36,3 +41,14 @@ CREATE TABLE social_audience_demographics (
     PRIMARY KEY (platform, account_id, snapshot_date, metric, timeframe, breakdown, dimension)
 );
 CREATE INDEX social_audience_demographics_date_idx ON social_audience_demographics (snapshot_date);
+COMMENT ON TABLE social_audience_demographics IS 'A daily snapshot of the audience: Instagram follower and engaged-audience demographics, and each account''s follower count (long: one row per bucket).';
+COMMENT ON COLUMN social_audience_demographics.snapshot_date IS 'UTC day the snapshot was taken (Meta keeps no history of demographics)';
+COMMENT ON COLUMN social_audience_demographics.metric IS 'follower_demographics, engaged_audience_demographics or followers_count';
+COMMENT ON COLUMN social_audience_demographics.timeframe IS 'Meta''s timeframe: this_week or this_month (lifetime for a follower count)';
+COMMENT ON COLUMN social_audience_demographics.breakdown IS 'age, gender, city or country (total for a follower count)';
+COMMENT ON COLUMN social_audience_demographics.dimension IS 'the bucket: 25-34, F, "Lisbon, Lisbon District", PT (total for a follower count)';
+COMMENT ON COLUMN social_audience_demographics.value IS 'accounts in the bucket';
+
+-- What the organic tables hold now.
+COMMENT ON TABLE social_media_post IS 'Facebook Page posts and Reels, Instagram media (a carousel''s children in metadata) and stories, upserted by Meta''s id.';
+COMMENT ON TABLE social_post_insights IS 'Lifetime metrics of each post, filed under the UTC day it was published (long: one row per metric); a story''s values are kept as captured, highest first, since Meta serves them for 24 hours.';

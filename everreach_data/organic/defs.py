@@ -19,6 +19,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from everreach_data.config import definition_settings
+from everreach_data.db.catalog import table_metadata
 from everreach_data.meta import organic
 from everreach_data.meta.organic import InsightsReport, Post
 from everreach_data.organic.store import (
@@ -63,11 +64,14 @@ def _dropped(report: InsightsReport) -> dg.MetadataValue:
     return dg.MetadataValue.json(sorted(report.dropped_metrics))
 
 
-ORGANIC = {"partitions_def": daily_partitions, "backfill_policy": insights_backfill_policy, "group_name": "organic",
-           "kinds": {"postgres", "meta"}}
+#: The daily run starts at 07:00 UTC: its tables are due by 09:00.
+FRESH_BY = dg.FreshnessPolicy.cron(deadline_cron="0 9 * * *", lower_bound_delta=timedelta(hours=2))
+ORGANIC = {"group_name": "organic", "kinds": {"postgres", "meta"}, "owners": ["team:analytics"],
+           "freshness_policy": FRESH_BY}
+DAILY = {**ORGANIC, "partitions_def": daily_partitions, "backfill_policy": insights_backfill_policy}
 
 
-@dg.asset(**ORGANIC)
+@dg.asset(**DAILY)
 def social_media_post(context: dg.AssetExecutionContext, postgres: PostgresResource,
                       facebook_page: FacebookPageResource,
                       instagram_account: InstagramAccountResource) -> dg.MaterializeResult:
@@ -82,12 +86,13 @@ def social_media_post(context: dg.AssetExecutionContext, postgres: PostgresResou
     calls = fb.stats.calls + ig.stats.calls
     with postgres.connect() as conn:
         written = write_posts(conn, [*fb_posts, *fb_reels, *ig_media])
-    return dg.MaterializeResult(metadata={"facebook_posts": len(fb_posts), "facebook_reels": len(fb_reels),
+        table = table_metadata(conn, "social_media_post")
+    return dg.MaterializeResult(metadata={**table, "facebook_posts": len(fb_posts), "facebook_reels": len(fb_reels),
                                           "instagram_media": len(ig_media), "rows_written": written,
                                           "api_calls": calls})
 
 
-@dg.asset(**ORGANIC, deps=[social_media_post],
+@dg.asset(**DAILY, deps=[social_media_post],
           check_specs=[dg.AssetCheckSpec("every_post_has_insights", asset="social_post_insights")])
 def social_post_insights(context: dg.AssetExecutionContext, postgres: PostgresResource,
                          facebook_page: FacebookPageResource,
@@ -111,10 +116,11 @@ def social_post_insights(context: dg.AssetExecutionContext, postgres: PostgresRe
         calls += client.stats.calls
     with postgres.connect() as conn:
         written = replace_post_insights(conn, since, until, values)
+        table = table_metadata(conn, "social_post_insights")
     with_insights = {p.post_id for p, _, _ in values}
     missing = [p.post_id for p in posts if p.post_id not in with_insights]
     return dg.MaterializeResult(
-        metadata={"posts": len(posts), "rows_written": written, "api_calls": calls, "probes": report.probes,
+        metadata={**table, "posts": len(posts), "rows_written": written, "api_calls": calls, "probes": report.probes,
                   "dropped_metrics": _dropped(report)},
         check_results=[dg.AssetCheckResult(check_name="every_post_has_insights", passed=not missing,
                                            severity=dg.AssetCheckSeverity.WARN,
@@ -122,7 +128,7 @@ def social_post_insights(context: dg.AssetExecutionContext, postgres: PostgresRe
     )
 
 
-@dg.asset(**ORGANIC, check_specs=[dg.AssetCheckSpec("one_value_per_day_and_metric", asset="social_account_insights")])
+@dg.asset(**DAILY, check_specs=[dg.AssetCheckSpec("one_value_per_day_and_metric", asset="social_account_insights")])
 def social_account_insights(context: dg.AssetExecutionContext, postgres: PostgresResource,
                             facebook_page: FacebookPageResource,
                             instagram_account: InstagramAccountResource) -> dg.MaterializeResult:
@@ -137,11 +143,12 @@ def social_account_insights(context: dg.AssetExecutionContext, postgres: Postgre
     with postgres.connect() as conn:
         written = replace_account_insights(conn, since, until, facebook_page.page_id, instagram_account.ig_user_id,
                                            reports)
+        table = table_metadata(conn, "social_account_insights")
     keys = [(platform, v.day, v.metric) for (platform, _), r in reports.items() for v in r.values
             if since <= v.day < until]
     dropped = sorted(set().union(*(r.dropped_metrics for r in reports.values())))
     return dg.MaterializeResult(
-        metadata={"rows_written": written, "api_calls": calls, "days": (until - since).days,
+        metadata={**table, "rows_written": written, "api_calls": calls, "days": (until - since).days,
                   "dropped_metrics": dg.MetadataValue.json(dropped)},
         check_results=[dg.AssetCheckResult(check_name="one_value_per_day_and_metric",
                                            passed=len(keys) == len(set(keys)),
@@ -149,7 +156,7 @@ def social_account_insights(context: dg.AssetExecutionContext, postgres: Postgre
     )
 
 
-@dg.asset(**ORGANIC)
+@dg.asset(**DAILY)
 def social_account_insights_breakdown(context: dg.AssetExecutionContext, postgres: PostgresResource,
                                       instagram_account: InstagramAccountResource) -> dg.MaterializeResult:
     """The Instagram account's daily views, reach and interactions by ``follower_type`` and by
@@ -160,11 +167,12 @@ def social_account_insights_breakdown(context: dg.AssetExecutionContext, postgre
         values = organic.instagram_breakdowns(ig, instagram_account.ig_user_id, since, until, report)
     with postgres.connect() as conn:
         written = replace_breakdowns(conn, since, until, instagram_account.ig_user_id, values)
-    return dg.MaterializeResult(metadata={"rows_written": written, "api_calls": ig.stats.calls,
+        table = table_metadata(conn, "social_account_insights_breakdown")
+    return dg.MaterializeResult(metadata={**table, "rows_written": written, "api_calls": ig.stats.calls,
                                           "dropped_metrics": _dropped(report)})
 
 
-@dg.asset(group_name="organic", kinds={"postgres", "meta"})
+@dg.asset(**ORGANIC)
 def social_audience_demographics(postgres: PostgresResource, facebook_page: FacebookPageResource,
                                  instagram_account: InstagramAccountResource) -> dg.MaterializeResult:
     """Today's audience: Instagram's follower and engaged-audience demographics by age, gender, city and
@@ -181,7 +189,8 @@ def social_audience_demographics(postgres: PostgresResource, facebook_page: Face
     with postgres.connect() as conn:
         written = replace_demographics(conn, day, facebook_page.page_id, instagram_account.ig_user_id,
                                        demographics, followers)
-    return dg.MaterializeResult(metadata={"snapshot_date": day.isoformat(), "rows_written": written,
+        table = table_metadata(conn, "social_audience_demographics")
+    return dg.MaterializeResult(metadata={**table, "snapshot_date": day.isoformat(), "rows_written": written,
                                           "api_calls": ig.stats.calls + fb.stats.calls,
                                           "dropped_metrics": _dropped(report)})
 
