@@ -8,7 +8,8 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,7 +22,13 @@ from everreach_data.config import Settings
 from everreach_data.conversions import routes as conversions_routes
 from everreach_data.inbox import routes as webhooks
 from everreach_data.outbound import routes as outbound_routes
-from everreach_data.receiver.errors import ApiError, api_error_handler, http_error_handler
+from everreach_data.receiver.errors import (
+    DATABASE_WAIT_SECONDS,
+    ApiError,
+    api_error_handler,
+    database_error_handler,
+    http_error_handler,
+)
 
 schemas = SchemaGenerator(
     {"openapi": "3.0.3", "info": {"title": "EverReach Data receiver", "version": "1.0.0"},
@@ -68,7 +75,7 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
                          "routes could not authenticate callers")
 
     pool = AsyncConnectionPool(database_url, min_size=2, max_size=pool_max_size, open=False,
-                               kwargs={"autocommit": False})
+                               timeout=DATABASE_WAIT_SECONDS, kwargs={"autocommit": False})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,7 +99,8 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
     app = Receiver(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler,
+                            psycopg.OperationalError: database_error_handler, PoolTimeout: database_error_handler},
     )
     app.state.settings = settings
     app.state.channels = settings.channels()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+#: How long a request waits for a database connection before it is answered 503 (the pool's timeout).
+DATABASE_WAIT_SECONDS = 5.0
+#: What a 503 tells the caller: try again in this many seconds (Meta retries webhooks on its own schedule).
+RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(HTTPException):
@@ -27,8 +35,9 @@ class ApiError(HTTPException):
         return {"success": False, "error": err}
 
 
-def error_response(status: int, message: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse(ApiError(status, message, field=field, **extra).body(), status_code=status)
+def error_response(status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    return JSONResponse(ApiError(status, message, field=field, **extra).body(), status_code=status, headers=headers)
 
 
 def validation_error(exc: ValidationError) -> ApiError:
@@ -59,3 +68,13 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code, str(exc.detail))
+
+
+async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Postgres unreachable, restarting, or a pooled connection it closed: 503 in the one error shape, so the
+    caller retries (a send with the same Idempotency-Key gets the job its first try queued, if it did), never a
+    bare 500. The pool replaces the broken connection."""
+    log.warning("%s %s: database unavailable (%s: %s); answering 503", request.method, request.url.path,
+                type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    return error_response(503, "the database is unavailable; retry later",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
