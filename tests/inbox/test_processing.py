@@ -22,7 +22,7 @@ from everreach_data.db.run_liveness import live_runs
 from everreach_data.inbox import queue as inbox
 from everreach_data.inbox.apply import apply_records
 from everreach_data.inbox.batches import DIED, as_ranges
-from everreach_data.inbox.drain import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, drain
+from everreach_data.inbox.drain import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, drain, drain_url
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_sandbox.traffic import TrafficGenerator
 
@@ -244,6 +244,39 @@ def _traffic(n: int, seed: int) -> list[bytes]:
 def _expected_messages(bodies: list[bytes]) -> int:
     return len({(r.platform, r.mid) for b in bodies for r in parse_webhook(json.loads(b)).records
                 if isinstance(r, Message)})
+
+
+def test_a_drain_that_loses_the_database_reconnects_and_carries_on(db_url, pg_server):
+    """Postgres restarts under a warm drain: it waits for the server and goes on draining (it used to fail its
+    run, and the queue waited for the sensor's next run to start)."""
+    bodies = _traffic(40, seed=23)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["stats"] = drain_url(db_url, workers=2, linger_seconds=5, time_budget_seconds=60,
+                                         backoff_seconds=0)
+        except Exception as exc:  # noqa: BLE001 - the assertion below says what it was
+            outcome["error"] = exc
+
+    def done(conn: psycopg.Connection, n: int) -> None:
+        deadline = time.monotonic() + 30
+        while conn.execute("SELECT count(*) FROM meta_webhook_event WHERE status = 'done'").fetchone()[0] < n:
+            assert time.monotonic() < deadline and "error" not in outcome, outcome
+            time.sleep(0.05)
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        enqueue(conn, *bodies[:20])
+        thread = threading.Thread(target=run)
+        thread.start()
+        done(conn, 20)  # the drain is lingering on an empty queue now
+    pg_server.restart()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        enqueue(conn, *bodies[20:])
+        done(conn, 40)
+        thread.join(timeout=30)
+        assert "error" not in outcome and outcome["stats"].done == 40
+        assert conn.execute("SELECT count(*) FROM conversation_message").fetchone()[0] == _expected_messages(bodies)
 
 
 def test_two_concurrent_drains_process_each_event_exactly_once(db_url, db):
