@@ -190,6 +190,40 @@ def test_echo_of_our_send_updates_our_row_even_when_it_arrives_first(db_url, db)
     assert message(db, "m_inbox_app")["direction"] == "outbound"
 
 
+def test_a_webhook_naming_our_job_lands_on_our_row_when_the_sender_never_stored_metas_id(db_url, db):
+    """The sender died (or lost its database) between Meta's answer and storing Meta's id. The echo's metadata and
+    the statuses' biz_opaque_callback_data name our job, so Meta's id goes on our row: the echo does not become a
+    second row beside it (it did until the next send run reconciled the job, 90 s or more later), and the
+    receipts apply to it."""
+    def job(message_id: str, channel: str) -> str:
+        return str(db.execute(
+            "INSERT INTO outbound_message_job (message_id, thread_id, platform, channel_id, recipient_id, request, "
+            "status) SELECT message_id, thread_id, platform, %s, 'them', '{}', 'sending' FROM conversation_message "
+            "WHERE message_id = %s RETURNING job_id", (channel, message_id)).fetchone()["job_id"])
+
+    ours = outbound(db, "messenger", p.PAGE, p.PSID, mid=None, status="queued")
+    echo = {"sender": {"id": p.PAGE}, "recipient": {"id": p.PSID}, "timestamp": 1718000000000}
+    process(db_url, p.messenger_items(
+        {**echo, "message": {"mid": "m_answer_lost", "is_echo": True, "text": "hi", "metadata": job(ours, p.PAGE)}},
+        {"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}, "delivery": {"mids": ["m_answer_lost"],
+                                                                              "watermark": 1718000000500}}))
+    assert db.execute("SELECT message_id, status FROM conversation_message").fetchall() == [
+        {"message_id": ours, "status": "delivered"}]
+    assert message(db, "m_answer_lost")["message_id"] == ours
+
+    whatsapp = outbound(db, "whatsapp", p.PHONE, p.WA_ID, mid=None, status="queued")
+    reference = job(whatsapp, p.PHONE)
+    process(db_url, p.wa_status("wamid.answer_lost", "sent", 1718000001, biz_opaque_callback_data=reference),
+            p.wa_status("wamid.answer_lost", "delivered", 1718000002, biz_opaque_callback_data=reference))
+    assert (message(db, "wamid.answer_lost")["message_id"], message(db, "wamid.answer_lost")["status"]) == (
+        whatsapp, "delivered")
+
+    # Another app's echo, whatever its metadata, is a message of its own; our rows are untouched.
+    process(db_url, p.messenger_items({**echo, "message": {"mid": "m_other_app", "is_echo": True, "text": "x",
+                                                            "metadata": "campaign-7"}}))
+    assert message(db, "m_other_app")["message_id"] not in (ours, whatsapp)
+
+
 def test_replay_and_semantic_duplicates_change_nothing(db_url, db, monkeypatch):
     outbound(db, "whatsapp", p.PHONE, p.WA_ID, mid="wamid.abc")
     process(db_url, *p.ALL_EXAMPLES)

@@ -182,7 +182,7 @@ def test_unknown_outcome_is_reconciled_not_resent(receiver, sandbox, db, db_url,
 
     asyncio.run(crashed_run())
     _events(db, 1)
-    process_webhooks(db_url)            # the echo lands first, as a row of its own
+    process_webhooks(db_url)            # the echo lands first: it names the job, so on our row
     report = run_drain(out_settings, db_url, unknown_grace_seconds=0)
     assert (report.expired, report.reconciled, report.flagged, report.sent) == (2, 1, 1, 0)
     (mid,) = [s["message_id"] for s in sandbox_sent(sandbox, recipient_id=user)]
