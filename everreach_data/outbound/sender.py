@@ -89,9 +89,15 @@ class DrainReport:
         return data
 
 
+#: Each retry waits this many times longer than the one before: with the defaults (2 s, 5 attempts) the waits
+#: are 1–2, 4–8, 16–32 and 64–128 s, so a message outlasts 85 s to 3 minutes of Meta's 5xx or throttling (an
+#: outage usually lasts minutes) before it fails, and a single hiccup still costs only a second or two.
+BACKOFF_GROWTH = 4
+
+
 def backoff(cfg: SendConfig, attempts: int, rng: random.Random) -> float:
     """Exponential backoff with jitter (half fixed, half random), capped."""
-    ceiling = min(cfg.backoff_max_seconds, cfg.backoff_base_seconds * 2 ** max(0, attempts - 1))
+    ceiling = min(cfg.backoff_max_seconds, cfg.backoff_base_seconds * BACKOFF_GROWTH ** max(0, attempts - 1))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 

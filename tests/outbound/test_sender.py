@@ -5,6 +5,7 @@ unknown outcomes reconciled instead of re-sent, and concurrent runs never sendin
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import uuid
 
@@ -13,6 +14,7 @@ import httpx
 from everreach_data.inbox.drain import drain_url as process_webhooks
 from everreach_data.outbound import queue
 from everreach_data.outbound.operations import retry_failed
+from everreach_data.outbound.sender import SendConfig, backoff
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 from .helpers import (
@@ -71,6 +73,17 @@ def test_transient_errors_and_throttles_are_retried_with_bounded_attempts(receiv
     row = job_row(db, ambiguous)
     assert (report.unknown, row["status"], row["attempts"]) == (1, "unknown", 1)
     assert "not re-sent" in row["error_message"]
+
+
+def test_a_message_outlasts_a_minute_of_meta_trouble_before_it_fails(db):
+    """Meta's 5xx or throttling for a minute used to fail every message sent in it: five attempts spanned 15 to
+    30 s. The waits between a job's attempts now add up to more than a minute, the first still within 2 s."""
+    attempts = db.execute("SELECT column_default::int AS n FROM information_schema.columns WHERE "
+                          "table_name = 'outbound_message_job' AND column_name = 'max_attempts'").fetchone()["n"]
+    cfg, rng = SendConfig(), random.Random(7)
+    for _ in range(200):
+        waits = [backoff(cfg, attempt, rng) for attempt in range(1, attempts)]
+        assert waits[0] <= cfg.backoff_base_seconds and sum(waits) > 60
 
 
 def test_page_and_pair_rate_limits_are_waited_out_not_failed(receiver, sandbox, db, db_url, out_settings):
