@@ -17,6 +17,9 @@ class DatabaseUnavailable(RuntimeError):
     """The configured database cannot be reached; the message names it (without its password)."""
 
 
+#: After losing the database, the first wait before reconnecting and the longest (doubling in between): the
+#: queue runs wait out a restart or a failover instead of failing.
+RECONNECT_WAIT_SECONDS = (0.25, 5.0)
 #: SQLSTATEs of a session the server ended: shut down (admin, crash) or refusing connections while it starts.
 _SERVER_ENDED = ("57P01", "57P02", "57P03")
 

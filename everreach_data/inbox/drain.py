@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from everreach_data.db.connection import connection_lost
+from everreach_data.db.connection import RECONNECT_WAIT_SECONDS, connection_lost
 from everreach_data.db.fast_json import decode_with
 from everreach_data.db.run_liveness import session_name
 from everreach_data.inbox import batches
@@ -40,8 +40,6 @@ DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_ATTEMPTS = 3
 #: ``application_name`` of the drain's Postgres sessions, followed by the Dagster run id.
 DRAIN_APPLICATION = "everreach-webhook-drain"
-#: After losing the database, the first wait before reconnecting and the longest (doubling in between).
-RECONNECT_WAIT_SECONDS = (0.25, 5.0)
 
 
 @dataclass(slots=True)

@@ -392,6 +392,19 @@ async def mark_sending(conn: psycopg.AsyncConnection, token: uuid.UUID, ids: lis
     return {r["job_id"] for r in rows if r["ok"]}
 
 
+SENDING_UNDER = """
+SELECT job_id FROM outbound_message_job
+WHERE job_id = ANY (%(ids)s::uuid[]) AND status = 'sending' AND claimed_by = %(token)s
+"""
+
+
+async def sending_under(conn: psycopg.AsyncConnection, token: uuid.UUID, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``ids`` that are ``sending`` under ``token``'s claim (a :func:`mark_sending` whose commit the
+    caller could not see: the database went away before it answered)."""
+    cur = await _run(conn, SENDING_UNDER, {"token": token, "ids": ids})
+    return {r["job_id"] for r in await cur.fetchall()}
+
+
 async def record_sent(conn: psycopg.AsyncConnection, token: uuid.UUID | None,
                       sent: list[tuple[uuid.UUID, str]]) -> int:
     """Jobs sent with Meta's ids; their messages get the id (so echoes/statuses match, not duplicate)."""
