@@ -60,15 +60,23 @@ WHERE t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_
 # meta.messaging.with_job_reference). If the sender stopped before storing Meta's id (killed, or it lost the
 # database after Meta answered), the id goes on our row now, so the echo below updates it instead of becoming a
 # second row and the statuses apply to it; the job itself is settled by the next send run (reconcile). Rows
-# only, no thread locks (module docstring): it runs before the message INSERT.
+# only, no thread locks (module docstring): it runs before the message INSERT. The rows are locked in
+# message_id order, as the sender locks them when it stores Meta's ids (outbound.queue.SET_MESSAGE_IDS).
 ATTACH_OUR_SENDS = """
-UPDATE conversation_message m SET platform_message_id = r.mid, updated_at = now()
-FROM (SELECT DISTINCT ON (job) job::uuid AS job_id, platform, mid
-      FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (job text, platform text, mid text)
-      WHERE job ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-      ORDER BY job, mid) r
-JOIN outbound_message_job j ON j.job_id = r.job_id
-WHERE m.message_id = j.message_id AND m.platform = r.platform AND m.platform_message_id IS NULL
+WITH r AS (
+    SELECT DISTINCT ON (job) job::uuid AS job_id, platform, mid
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (job text, platform text, mid text)
+    WHERE job ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+    ORDER BY job, mid
+), ours AS (
+    SELECT m.message_id, r.mid
+    FROM r JOIN outbound_message_job j ON j.job_id = r.job_id
+    JOIN conversation_message m ON m.message_id = j.message_id AND m.platform = r.platform
+    WHERE m.platform_message_id IS NULL
+    ORDER BY m.message_id FOR UPDATE OF m
+)
+UPDATE conversation_message m SET platform_message_id = ours.mid, updated_at = now()
+FROM ours WHERE m.message_id = ours.message_id AND m.platform_message_id IS NULL
 """
 
 # Inbound replays change nothing. An echo of a message we sent (the sender's row already carries the mid)

@@ -43,6 +43,9 @@ from everreach_data.outbound.pacing import Pacer, PairBucket
 SEND_APPLICATION = "everreach-outbound-send"
 #: How long a run waits for a lost database to answer again before it fails.
 RECONNECT_PATIENCE_SECONDS = 60.0
+#: A statement that Postgres ends as a deadlock's victim, or whose connection is lost, is repeated this many
+#: times before its last try.
+STATEMENT_RETRIES = 3
 
 
 @dataclass
@@ -152,15 +155,19 @@ class _Drain:
             wait = min(longest, wait * 2)
 
     async def db(self, which: str, statement: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
-        """``statement`` on the ``conn`` or ``writer`` connection, and again on a new one if the database went
-        away meanwhile. Every statement given here may run twice: a claim that committed unseen only waits
-        out its lease, a recorded outcome is recorded once (each write checks the job's status and claim)."""
-        try:
-            return await statement(getattr(self, which))
-        except psycopg.Error as exc:
-            if not connection_lost(exc):
-                raise
-        setattr(self, which, await self._reconnected(getattr(self, which)))
+        """``statement`` on the ``conn`` or ``writer`` connection; again on a new one if the database went away
+        meanwhile, or at once if Postgres chose it as a deadlock's victim. Every statement given here may run
+        twice: a claim that committed unseen only waits out its lease, a recorded outcome is recorded once
+        (each write checks the job's status and claim)."""
+        for _ in range(STATEMENT_RETRIES):
+            try:
+                return await statement(getattr(self, which))
+            except psycopg.errors.DeadlockDetected:
+                continue
+            except psycopg.Error as exc:
+                if not connection_lost(exc):
+                    raise
+            setattr(self, which, await self._reconnected(getattr(self, which)))
         return await statement(getattr(self, which))
 
     async def mark_sending(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
