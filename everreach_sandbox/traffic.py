@@ -31,7 +31,7 @@ IG_ID = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]
 PHONE_NUMBER_ID = SANDBOX_DEFAULTS["WHATSAPP_PHONE_NUMBER_ID"]
 WABA_ID = SANDBOX_DEFAULTS["WABA_ID"]
 DISPLAY_PHONE = "15550001234"
-APP_ID = 263902037430900
+APP_ID = int(SANDBOX_DEFAULTS["META_APP_ID"])
 #: The sandbox's own known users (sandbox/messaging.py), so sends to them and this traffic share threads.
 KNOWN_USERS = {"messenger": "6789012345678901", "instagram": "8422491661125971", "whatsapp": "972987654321"}
 TEXTS = ["Hi! Is this still available?", "Size M please", "What are your opening hours?", "Thanks 👋",

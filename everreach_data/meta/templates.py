@@ -46,9 +46,9 @@ class Template:
                    previous_category=item.get("previous_category"), rejected_reason=item.get("rejected_reason"))
 
 
-def list_templates(client: GraphClient, waba_id: str) -> Iterator[Template]:
+def list_templates(client: GraphClient, waba_id: str, *, page_size: int = PAGE_SIZE) -> Iterator[Template]:
     """Every template of the WhatsApp Business Account, across pages."""
-    for item in client.paginate(f"{waba_id}/message_templates", {"fields": LIST_FIELDS, "limit": PAGE_SIZE}):
+    for item in client.paginate(f"{waba_id}/message_templates", {"fields": LIST_FIELDS, "limit": page_size}):
         yield Template.from_listing(item)
 
 

@@ -22,6 +22,7 @@ from everreach_data.outbound.requests import (
     queue_messenger,
     queue_whatsapp,
 )
+from everreach_data.outbound.templates import TemplateRefused
 from everreach_data.receiver.auth import authenticate
 from everreach_data.receiver.errors import ApiError, parse_json
 
@@ -46,6 +47,9 @@ async def _queue(request: Request, model: type, queue_fn) -> JSONResponse:
                                     idempotency_key=key)
     except InvalidRequest as exc:
         raise ApiError(422, f"{exc.field}: {exc}", field=exc.field) from exc
+    except TemplateRefused as exc:
+        raise ApiError(422, f"{exc.field}: {exc}", field=exc.field, reason="template",
+                       approved_templates=exc.approved) from exc
     except PolicyViolation as exc:
         extra: dict[str, Any] = {
             "reason": "policy" if exc.field in ("tag", "human_agent") else "outside_messaging_window"}
