@@ -169,7 +169,8 @@ LINK_USER_IDS = "SELECT link_whatsapp_participants(%(rows)s::jsonb)"
 
 # Template webhooks, folded per template (several may come in one batch): each kind of change (status,
 # quality, category) is applied only if Meta made it after the one the catalog holds; a template the catalog
-# does not know yet is added with what the webhook says (its components come with the next sync).
+# does not know yet is added with what the webhook says (its components come with the next sync). The
+# category a status update names only fills in one we do not know: template_category_update changes it.
 APPLY_TEMPLATE_UPDATES = """
 INSERT INTO whatsapp_message_template AS t (waba_id, template_id, name, language, status, category,
                                             previous_category, quality_score, rejected_reason, status_changed_at,
@@ -185,10 +186,10 @@ FROM (
            to_timestamp(max(ts) FILTER (WHERE change = 'status') / 1000.0) AS status_at,
            (array_agg(value ORDER BY ts DESC) FILTER (WHERE change = 'quality'))[1] AS quality,
            to_timestamp(max(ts) FILTER (WHERE change = 'quality') / 1000.0) AS quality_at,
-           (array_agg(CASE change WHEN 'category' THEN value ELSE category END ORDER BY ts DESC)
-                FILTER (WHERE change = 'category' OR category IS NOT NULL))[1] AS category,
+           coalesce((array_agg(value ORDER BY ts DESC) FILTER (WHERE change = 'category'))[1],
+                    (array_agg(category ORDER BY ts DESC) FILTER (WHERE category IS NOT NULL))[1]) AS category,
            (array_agg(previous ORDER BY ts DESC) FILTER (WHERE change = 'category'))[1] AS previous_category,
-           to_timestamp(max(ts) FILTER (WHERE change = 'category' OR category IS NOT NULL) / 1000.0) AS category_at
+           to_timestamp(max(ts) FILTER (WHERE change = 'category') / 1000.0) AS category_at
     FROM jsonb_to_recordset(%(rows)s::jsonb)
          AS x (waba_id text, template_id text, name text, language text, change text, value text,
                category text, previous text, reason text, ts bigint)
@@ -207,7 +208,7 @@ ON CONFLICT (waba_id, template_id) DO UPDATE SET
                          THEN EXCLUDED.quality_score ELSE t.quality_score END,
     quality_changed_at = GREATEST(t.quality_changed_at, EXCLUDED.quality_changed_at),
     category = CASE WHEN EXCLUDED.category_changed_at > coalesce(t.category_changed_at, '-infinity')
-                    THEN EXCLUDED.category ELSE t.category END,
+                    THEN EXCLUDED.category ELSE coalesce(t.category, EXCLUDED.category) END,
     previous_category = CASE WHEN EXCLUDED.category_changed_at > coalesce(t.category_changed_at, '-infinity')
                              THEN coalesce(EXCLUDED.previous_category, t.previous_category)
                              ELSE t.previous_category END,

@@ -3,14 +3,15 @@ template webhooks keep it current between syncs (``inbox/apply.py``), and sends 
 (``outbound/templates.py``).
 
 A sync counts as a change made when it started: a webhook Meta sent after that wins over what the listing
-said, one sent before loses to it; templates the listing no longer has (deleted at Meta) are dropped, unless
-a webhook told us of them after the sync started.
+said, one sent before loses to it (Meta stamps webhooks in whole seconds, so one from the second the sync
+started in wins too); templates the listing no longer has (deleted at Meta) are dropped, unless a webhook
+told us of them after the sync started.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -23,7 +24,7 @@ INSERT INTO whatsapp_message_template AS t (waba_id, template_id, name, language
                                             quality_score, parameter_format, components, rejected_reason,
                                             status_changed_at, quality_changed_at, category_changed_at, synced_at)
 SELECT %(waba_id)s, template_id, name, language, status, category, previous_category, quality_score,
-       parameter_format, components, rejected_reason, %(started)s, %(started)s, %(started)s, %(started)s
+       parameter_format, components, rejected_reason, %(as_of)s, %(as_of)s, %(as_of)s, %(started)s
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS x (template_id text, name text, language text, status text, category text, previous_category text,
            quality_score text, parameter_format text, components jsonb, rejected_reason text)
@@ -71,7 +72,8 @@ def sync_templates(conn: psycopg.Connection, client: GraphClient, waba_id: str, 
                    page_size: int = PAGE_SIZE) -> SyncResult:
     """Replace the catalog of ``waba_id`` with Meta's listing (every page), in one transaction."""
     templates: list[Template] = list(list_templates(client, waba_id, page_size=page_size))
-    params = {"waba_id": waba_id, "started": started}
+    params = {"waba_id": waba_id, "started": started,
+              "as_of": started.replace(microsecond=0) - timedelta(seconds=1)}
     with conn.transaction():
         if templates:
             conn.execute(UPSERT_TEMPLATES, {**params, "rows": jsonb([asdict(t) for t in templates])})
