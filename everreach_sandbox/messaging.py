@@ -87,6 +87,11 @@ class User:
     hides_phone: bool = False              # WhatsApp: a username user whose number webhooks leave out
 
 
+def template_id(index: int) -> str:
+    """The id of the catalog's ``index``-th template (the traffic generator names them too)."""
+    return str(10**15 + 7919 * (index + 1))
+
+
 @dataclass
 class Template:
     id: str
@@ -148,8 +153,8 @@ def populate(state: SandboxState) -> None:
         w.users[(platform, uid)] = User(platform, uid, last_inbound_at=now - 3600,
                                         user_id=KNOWN_WA_USER[1] if platform == "whatsapp" else None)
     for i, (name, language, category, status, body, fmt) in enumerate(TEMPLATES):
-        w.templates[(name, language)] = Template(str(10**15 + 7919 * (i + 1)), name, language, category, status, body,
-                                                 fmt, rejected_reason="PROMOTIONAL" if status == "REJECTED" else None)
+        w.templates[(name, language)] = Template(template_id(i), name, language, category, status, body, fmt,
+                                                 rejected_reason="PROMOTIONAL" if status == "REJECTED" else None)
 
 
 # ───────────────────────────── limits ─────────────────────────────
@@ -522,7 +527,7 @@ async def control_templates(request: Request) -> JSONResponse:
     with state.lock:
         template = w.templates.get(key)
         if template is None:
-            template = Template(str(10**15 + 7919 * (len(w.templates) + 1)), key[0], key[1],
+            template = Template(template_id(len(w.templates)), key[0], key[1],
                                 spec.get("category", "UTILITY"), "PENDING", spec.get("body", "Hello"))
             w.templates[key] = template
         ident = {"message_template_id": int(template.id), "message_template_name": template.name,
