@@ -27,6 +27,7 @@ def meta_env(monkeypatch, sandbox):
 
 def test_exchange_prints_the_page_tokens_to_export_and_logs_no_token(meta_env, monkeypatch, capsys, caplog):
     monkeypatch.setattr("sys.stdin", io.StringIO(SANDBOX_USER_TOKEN + "\n"))
+    monkeypatch.setattr(logging.getLogger("httpx"), "level", logging.NOTSET)  # an earlier command may have set it
     with caplog.at_level(logging.DEBUG):
         assert cli.main(["-v", "token", "exchange"]) == 0
     out = capsys.readouterr()
