@@ -441,8 +441,10 @@ class _Contacts:
 
     @classmethod
     def parse(cls, value: Any, path: str) -> _Contacts:
+        if not value:  # a change of statuses only: most of them
+            return _NO_CONTACTS
         out = cls()
-        contacts = _list(value or [], path)
+        contacts = _list(value, path)
         for j, contact in enumerate(contacts):
             contact = _obj(contact, f"{path}[{j}]")
             profile = _opt_obj(contact.get("profile"), f"{path}[{j}].profile") or {}
@@ -457,6 +459,9 @@ class _Contacts:
             if len(contacts) == 1:
                 out.only_user_id = user_id
         return out
+
+
+_NO_CONTACTS = _Contacts()
 
 
 def _wa_message(channel_id: str, contacts: _Contacts, msg: Any, path: str, *, echo: bool) -> Message:
@@ -491,15 +496,19 @@ def _wa_message(channel_id: str, contacts: _Contacts, msg: Any, path: str, *, ec
         participant_user_id=user_id, participant_phone=phone)
 
 
-def _pricing(value: dict[str, Any] | None, path: str) -> Pricing | None:
-    if value is None or value.get("category") is None:
+def _pricing(value: dict[str, Any] | None, status_path: str) -> Pricing | None:
+    if value is None or (category := value.get("category")) is None:
         return None
-    billable = value.get("billable")
-    if billable is not None and not isinstance(billable, bool):
+    kind = value.get("type") or value.get("pricing_type")
+    model, billable = value.get("pricing_model"), value.get("billable")
+    if not (isinstance(category, str) and category and isinstance(kind, str | None) and isinstance(model, str | None)
+            and (billable is None or isinstance(billable, bool))):  # one check on the hot path; then say which
+        path = f"{status_path}.pricing"
+        _id(category, f"{path}.category")
+        _opt_str(kind, f"{path}.type")
+        _opt_str(model, f"{path}.pricing_model")
         raise WebhookParseError(f"{path}.billable", "expected a boolean")
-    return Pricing(category=_id(value["category"], f"{path}.category"),
-                   type=_opt_str(value.get("type") or value.get("pricing_type"), f"{path}.type"),
-                   model=_opt_str(value.get("pricing_model"), f"{path}.pricing_model"), billable=billable)
+    return Pricing(category, kind, model, billable)
 
 
 def _wa_status(channel_id: str, item: Any, path: str) -> Status | None:
@@ -509,7 +518,9 @@ def _wa_status(channel_id: str, item: Any, path: str) -> Status | None:
         if state is None:
             raise WebhookParseError(f"{path}.status", "missing")
         return None  # e.g. "played", "warning": well-formed, not a delivery state we track
-    user_id = _opt_id(item.get("recipient_user_id"), f"{path}.recipient_user_id")
+    user_id = item.get("recipient_user_id") or None
+    if user_id is not None and not isinstance(user_id, str):
+        _id(user_id, f"{path}.recipient_user_id")
     recipient = item.get("recipient_id") if item.get("recipient_id") not in (None, "") else user_id
     errors = []
     for i, err in enumerate(_list(item.get("errors") or [], f"{path}.errors")):
@@ -529,7 +540,7 @@ def _wa_status(channel_id: str, item: Any, path: str) -> Status | None:
         pricing=pricing,
         biz_opaque_callback_data=_opt_str(item.get("biz_opaque_callback_data"),
                                           f"{path}.biz_opaque_callback_data"),
-        participant_user_id=user_id, priced=_pricing(pricing, f"{path}.pricing"))
+        participant_user_id=user_id, priced=_pricing(pricing, path))
 
 
 #: The template webhooks: field → (what changed, the key of its new value, the key of the previous one).
