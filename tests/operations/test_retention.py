@@ -139,3 +139,28 @@ def test_the_schedules_sensor_and_job_are_defined():
     assert {"token_health_daily", "whatsapp_templates_sync", "whatsapp_pricing_daily_schedule",
             "webhook_events_retention_daily"} <= {s.name for s in repo.schedule_defs}
     assert isinstance(operations.token_health_sensor, dg.SensorDefinition)
+
+
+def test_an_existing_inbox_is_partitioned_by_the_migration_with_nothing_lost(empty_db_url, tmp_path):
+    import shutil
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from everreach_data.db.migrate import SQL_DIR, migrate
+
+    for name in ("001_core.sql", "002_inbox.sql", "003_outbound.sql"):
+        shutil.copy(SQL_DIR / name, tmp_path / name)
+    migrate(empty_db_url, sql_dir=tmp_path)
+    with psycopg.connect(empty_db_url, autocommit=True, row_factory=dict_row) as db:
+        before = [_event(db, at, status, i) for i, (at, status) in enumerate(
+            [(_months_ago(3), "done"), (_months_ago(3), "failed"), (_months_ago(0), "pending")])]
+        migrate(empty_db_url)
+        rows = db.execute("SELECT webhook_event_id, status, tableoid::regclass::text AS part FROM meta_webhook_event "
+                          "ORDER BY webhook_event_id").fetchall()
+        assert [(r["webhook_event_id"], r["status"]) for r in rows] == list(zip(before, ["done", "failed", "pending"],
+                                                                              strict=True))
+        assert [r["part"] for r in rows] == [_month(_months_ago(3))] * 2 + [_month(_months_ago(0))]
+        assert db.execute("SELECT count(*) AS n FROM meta_webhook_event_digest").fetchone()["n"] == 3
+        assert _event(db, NOW, "pending", 99) == before[-1] + 1            # ids go on from where they were
+        assert db.execute("SELECT count(*) AS n FROM meta_webhook_event_default").fetchone()["n"] == 0
