@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import psycopg
@@ -92,8 +92,9 @@ class ConversionRequest(BaseModel):
     test_event_code: str | None = Field(None, max_length=64, description="Events Manager's Test Events code")
 
     def server_event(self) -> ServerEvent:
-        if isinstance(self.event_time, datetime):
-            event_time = int(self.event_time.timestamp())
+        if isinstance(self.event_time, datetime):  # without an offset, UTC (not the server's zone)
+            moment = self.event_time if self.event_time.tzinfo else self.event_time.replace(tzinfo=UTC)
+            event_time = int(moment.timestamp())
         else:
             event_time = int(self.event_time if self.event_time is not None else time.time())
         user = normalize_user_data({

@@ -26,7 +26,7 @@ from everreach_data.outbound.requests import (
 )
 from everreach_data.receiver.auth import Principal, Role
 from everreach_data.receiver.errors import ApiError
-from everreach_data.receiver.operation import Answer, Example, Operation, api_route, reply
+from everreach_data.receiver.operation import Answer, Example, Link, Operation, api_route, reply
 
 MAX_IDEMPOTENCY_KEY = 255
 TAG = "messages"
@@ -82,7 +82,8 @@ _SEND_ERRORS = {
 }
 _ACCEPTED = {202: Answer(QueuedSend, "Queued: the send_outbound_messages job sends it",
                          {"Idempotent-Replayed": "true when an earlier request with this Idempotency-Key "
-                                                 "queued the job"})}
+                                                 "queued the job"},
+                         {"status": Link("message_status", {"job_id": "$response.body#/job_id"})})}
 
 
 async def _queue(request: Request, principal: Principal, body: MessengerSend | WhatsAppSend, key: str | None,

@@ -138,8 +138,8 @@ def authorize(request: Request, role: Role) -> Principal:
     if role not in principal.roles:
         claim = request.app.state.token_policy.role_claim
         held = ", ".join(sorted(principal.roles)) or "no EverReach role"
-        raise ApiError(403, f"this needs the {role} role (or admin); the token's {claim!r} claim grants {held}",
-                       required_role=str(role))
+        raise ApiError(403, f"forbidden: this needs the {role} role (or admin); the token's {claim!r} claim "
+                            f"grants {held}", required_role=str(role))
     return principal
 
 

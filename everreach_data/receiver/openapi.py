@@ -176,6 +176,9 @@ def _answer(answer: Answer, content: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"description": answer.description, "content": content}
     if answer.headers:
         out["headers"] = _headers(dict(answer.headers))
+    if answer.links:
+        out["links"] = {name: {"operationId": link.operation_id, "parameters": dict(link.parameters)}
+                        for name, link in answer.links.items()}
     return out
 
 

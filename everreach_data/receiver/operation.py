@@ -31,13 +31,23 @@ class PlainText:
 
 
 @dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: the operation an answer leads to, and its parameters as runtime expressions (e.g.
+    ``$response.body#/job_id``), so clients and API testers can follow it."""
+
+    operation_id: str
+    parameters: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Answer:
     """A documented answer: its model (a pydantic model, a union of them, or :class:`PlainText`), what it
-    means, and the headers it carries (name → description)."""
+    means, the headers it carries (name → description) and the operations it leads to."""
 
     model: Any
     description: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    links: Mapping[str, Link] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,25 @@ def test_malformed_bodies_are_4xx_in_the_error_shape(receiver, db):
     assert row_counts(db)["outbound_message_job"] == 0
 
 
+#: Values each of which once reached a route's code unchecked and failed there: now each is a 422 naming it.
+EDGES = [
+    (f"{API}/meta/conversions", {"event_time": "0001-01-01T00:00:00"}, "event_time"),  # no UTC offset, year 1
+    (f"{API}/meta/conversions", {"event_time": 10**12}, "event_time"),
+    (f"{API}/meta/conversions", {"value": 1e15}, "value"),                          # numeric(18, 4)
+    (f"{API}/meta/conversions", {"user_id": "6a1c9b0e-0000-4000-8000-000000000000"}, "user_id"),  # no such user
+    (f"{API}/whatsapp/send", {"type": "interactive", "interactive": {"type": "button", "action": {"buttons": 5}}},
+     "interactive.action.buttons"),
+]
+
+
+def test_edge_values_are_a_422_naming_the_field(receiver, db):
+    for route, change, field in EDGES:
+        response = post(receiver, route, json.dumps({**BODIES[route], **change}).encode())
+        assert response.status_code == 422, (change, response.text)
+        assert response.json()["error"]["field"] == field, (change, response.text)
+    assert row_counts(db)["meta_conversion_event"] == row_counts(db)["outbound_message_job"] == 0
+
+
 def test_an_unexpected_error_is_a_json_500_with_a_request_id_in_the_log(receiver, db, caplog):
     db.execute("DROP TABLE ad_performance")  # a real fault the route does not expect
     with caplog.at_level(logging.ERROR, logger="everreach_data.receiver.errors"):
