@@ -26,19 +26,19 @@ SEED = "20251023"
 SCHEMATHESIS = str(Path(sys.executable).with_name("st"))
 
 
-def fuzz(base_url: str, *, examples: int, seed: str | None = SEED,
+def fuzz(base_url: str, workdir: Path, *, examples: int, seed: str | None = SEED,
          timeout: float = 240) -> subprocess.CompletedProcess:
-    """``st run`` over the served document, as a person would run it."""
+    """``st run`` over the served document, as a person would run it (its cache goes in ``workdir``)."""
     command = [SCHEMATHESIS, "run", f"{base_url}/openapi.json", "-H",
                f"Authorization: Bearer {token('admin', sub='fuzzer', ttl=3600)}", "--checks", ",".join(CHECKS),
                "--max-examples", str(examples), "--workers", "1", "--generation-database", "none", "--no-color"]
     command += ["--seed", seed] if seed else []
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.receiver.fuzz_hooks", "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=workdir)
 
 
-def test_every_operation_answers_as_documented(receiver):
-    result = fuzz(receiver, examples=EXAMPLES)
+def test_every_operation_answers_as_documented(receiver, tmp_path):
+    result = fuzz(receiver, tmp_path, examples=EXAMPLES)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-6000:]
     assert "8 selected / 8 total" in report and "Tested: 8" in report, report[-3000:]
