@@ -79,11 +79,12 @@ class Operation:
 class ApiRoute(Route):
     """A Starlette route that carries its :class:`Operation` (for the document)."""
 
-    def __init__(self, path: str, endpoint: Callable, *, method: str, operation: Operation, name: str) -> None:
+    def __init__(self, path: str, endpoint: Callable, *, method: str, operation: Operation, name: str,
+                 description: str | None = None) -> None:
         super().__init__(path, endpoint, methods=[method], name=name)
         self.operation = operation
-        #: The handler's docstring: the operation's description in the document.
-        self.description = inspect.getdoc(getattr(endpoint, "__wrapped__", endpoint)) or None
+        #: The operation's description in the document: by default, the handler's docstring.
+        self.description = description or inspect.getdoc(getattr(endpoint, "__wrapped__", endpoint)) or None
 
 
 def reply(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
