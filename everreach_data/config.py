@@ -92,7 +92,10 @@ class Settings(BaseSettings):
     # Webhooks and auth
     META_WEBHOOK_VERIFY_TOKEN: SecretStr | None = None
     META_APP_SECRET: SecretStr | None = None
-    JWT_SECRET: SecretStr | None = None
+    JWT_SECRET: SecretStr | None = None                   # HS256, at least 32 bytes (the receiver checks)
+    JWT_ROLE_CLAIM: str = Field("role", min_length=1)      # dotted path: role, app_metadata.everreach_role, …
+    JWT_AUDIENCE: str | None = None                        # set: tokens must carry this aud (Supabase: authenticated)
+    JWT_LEEWAY_SECONDS: int = Field(30, ge=0, le=300)      # clock skew allowed on nbf and iat (exp is exact)
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
     DAGSTER_PG_URL: SecretStr | None = None   # Dagster's storage; unset: its own database beside the app's
