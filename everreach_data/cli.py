@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -22,6 +23,7 @@ from everreach_data.config import PROJECT_ROOT, Settings, environment, load_sett
 from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
 from everreach_data.db.embedded import EmbeddedPostgresError, start_embedded
 from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
+from everreach_data.receiver.auth import Role
 
 log = logging.getLogger("everreach_data")
 
@@ -100,14 +102,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
-    from everreach_data.receiver.auth import issue_token
+    from everreach_data.receiver.auth import TokenPolicy
 
-    if not args.sub:
-        raise SystemExit("error: token needs --sub USER_ID (a JWT for /api/v1) or a subcommand: exchange")
-    secret = load_settings().secret("JWT_SECRET")
-    if not secret:
-        raise SystemExit("error: JWT_SECRET is not set")
-    print(issue_token(secret, args.sub, ttl_seconds=args.ttl))
+    if not args.sub or not args.role:
+        raise SystemExit("error: token needs --sub USER_ID --role ROLE (a JWT for /api/v1) or a subcommand: "
+                         "exchange")
+    try:
+        policy = TokenPolicy.from_settings(load_settings())
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(policy.issue(args.sub, args.role, ttl_seconds=args.ttl))
 
 
 def _user_token(args: argparse.Namespace) -> str:
@@ -241,6 +245,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if use_sandbox and args.traffic_rate > 0:
             procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
                                             "--rate", str(args.traffic_rate)], PROJECT_ROOT))
+        if use_sandbox:
+            first_start(f"http://127.0.0.1:{args.dagster_port}", dagster_home, f"{receiver_url}/api/webhooks/meta",
+                        app_url, settings.secret("META_APP_SECRET") or "")
         run_supervised(procs, env, banner=[
             f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
             f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
@@ -252,6 +259,28 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if embedded is not None:
             embedded.stop()
             print(f"embedded Postgres stopped; its data stays in {embedded.pgdata}", flush=True)
+
+
+def first_start(dagster_url: str, dagster_home: Path, webhook_url: str, database_url: str, app_secret: str) -> None:
+    """On a first start, in the background while the processes come up: a week of sample conversations, then
+    a backfill of the last days of every daily asset (:mod:`everreach_data.first_start`)."""
+    from everreach_data.first_start import DAYS, MARKER, backfill_first_days, seed_history, wait_for_drain
+
+    if (dagster_home / MARKER).exists():
+        return
+
+    def launch() -> None:
+        try:
+            posted = seed_history(webhook_url, app_secret)
+            print(f"first start: {posted} sample webhooks from the last {DAYS} days posted", flush=True)
+            wait_for_drain(database_url)
+            if backfill_first_days(dagster_url, dagster_home):
+                print(f"first start: backfilling the last {DAYS} days of every daily asset against the sandbox "
+                      f"(Dagster UI → Overview → Backfills)", flush=True)
+        except (RuntimeError, OSError) as exc:
+            print(f"first start: no backfill launched ({exc})", file=sys.stderr, flush=True)
+
+    threading.Thread(target=launch, name="first-start-backfill", daemon=True).start()
 
 
 def run_supervised(procs: list[tuple[str, list[str], Path]], env: dict[str, str], *,
@@ -405,9 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
     p.set_defaults(func=cmd_env)
 
-    p = sub.add_parser("token", help="print a JWT for calling /api/v1 (--sub, signed with JWT_SECRET), or turn a "
-                       "Meta user token into Page tokens (token exchange)")
-    p.add_argument("--sub", help="the operator's user id (prints a JWT for /api/v1)")
+    p = sub.add_parser("token", help="print a JWT for calling /api/v1 (--sub, --role; signed with JWT_SECRET), or "
+                       "turn a Meta user token into Page tokens (token exchange)")
+    p.add_argument("--sub", help="the caller's user id (recorded as the sender)")
+    p.add_argument("--role", action="append", choices=[r.value for r in Role],
+                   help="operator (send), analyst (insights, conversions) or admin (both); repeatable. "
+                        "Put at JWT_ROLE_CLAIM, with JWT_AUDIENCE as aud when set")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until the JWT expires")
     p.set_defaults(func=cmd_token)
     token_sub = p.add_subparsers(dest="token_command", metavar="{exchange}")

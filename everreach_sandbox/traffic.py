@@ -20,7 +20,7 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,8 @@ class TrafficGenerator:
     seed: int = 0
     participants: int = 40
     duplicate_rate: float = 0.05
+    #: Seconds since the epoch that the payloads' timestamps say it is (past days, for sample history).
+    clock: Callable[[], float] = time.time
     rng: random.Random = field(init=False)
     users: dict[str, list[str]] = field(init=False)
     user_ids: dict[str, str] = field(init=False)       # WhatsApp wa_id → business-scoped user id
@@ -93,9 +95,8 @@ class TrafficGenerator:
         token = hashlib.blake2s(f"{self.seed}:{self._counter}".encode(), digest_size=18).hexdigest()
         return f"{prefix}{token}"
 
-    @staticmethod
-    def _now_ms() -> int:
-        return int(time.time() * 1000)
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _user(self, platform: str) -> str:
         return self.rng.choice(self.users[platform])
@@ -220,7 +221,7 @@ class TrafficGenerator:
         return msg
 
     def _wa_inbound(self) -> list[dict[str, Any]]:
-        now = int(time.time())
+        now = int(self.clock())
         wa_ids = list({self._user("whatsapp") for _ in range(self.rng.randint(1, 3))})
         contacts = [{"profile": {"name": self.rng.choice(NAMES)}, "user_id": self.user_ids[w],
                      **({} if w in self.usernames else {"wa_id": w})} for w in wa_ids]
@@ -229,7 +230,7 @@ class TrafficGenerator:
 
     def _wa_statuses(self) -> list[dict[str, Any]]:
         """Statuses for a message the business sent, in shuffled order; sometimes it fails instead."""
-        wa_id, wamid, now = self._user("whatsapp"), self._id("wamid.HBgM"), int(time.time())
+        wa_id, wamid, now = self._user("whatsapp"), self._id("wamid.HBgM"), int(self.clock())
         base = {"id": wamid, "recipient_user_id": self.user_ids[wa_id],
                 **({} if wa_id in self.usernames else {"recipient_id": wa_id})}
         category, kind = self.rng.choice(PRICING)
@@ -260,7 +261,7 @@ class TrafficGenerator:
         previous, new = self.rng.sample(["GREEN", "YELLOW", "RED"], 2)
         return [template_payload("message_template_quality_update", {
             "previous_quality_score": previous, "new_quality_score": new, "message_template_id": int(template_id(i)),
-            "message_template_name": name, "message_template_language": language}, time.time())]
+            "message_template_name": name, "message_template_language": language}, self.clock())]
 
     # ── the stream ──
     def scenario(self) -> list[dict[str, Any]]:
@@ -291,9 +292,12 @@ class TrafficGenerator:
 
 
 async def post_traffic(url: str, app_secret: str, *, rate: float, count: int | None = None, seed: int = 0,
-                       concurrency: int = 16) -> dict[str, int]:
-    """POST signed bodies to ``url`` at ``rate`` per second (``count`` of them, or forever)."""
-    gen = TrafficGenerator(seed=seed)
+                       concurrency: int = 16, days_ago: float = 0.0) -> dict[str, int]:
+    """POST signed bodies to ``url`` at ``rate`` per second (``count`` of them, or forever). With ``days_ago``,
+    their timestamps are spread evenly over that many past days instead of now (sample history)."""
+    step = days_ago * 86400 / count if days_ago > 0 and count else 0.0
+    now = [time.time() - days_ago * 86400]
+    gen = TrafficGenerator(seed=seed, clock=(lambda: now[0]) if step else time.time)
     results = {"posted": 0, "ok": 0, "failed": 0}
     interval = 1.0 / rate if rate > 0 else 0.0
     sem = asyncio.Semaphore(concurrency)
@@ -319,9 +323,17 @@ async def post_traffic(url: str, app_secret: str, *, rate: float, count: int | N
                 await asyncio.sleep(delay)
             await sem.acquire()
             results["posted"] += 1
+            now[0] += step
             task = asyncio.create_task(send(client, raw))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
     return results
+
+
+def story_insights_payload(ig_user_id: str, media_id: str, metrics: dict[str, int], at: int) -> dict[str, Any]:
+    """Meta's ``story_insights`` webhook for a story that expired at ``at`` (epoch seconds, as Instagram's
+    ``changes`` entries carry it): the story's final numbers beside its ``media_id``."""
+    return {"object": "instagram", "entry": [{"id": ig_user_id, "time": at, "changes": [
+        {"field": "story_insights", "value": {"media_id": media_id, **metrics}}]}]}

@@ -46,8 +46,27 @@ INSERT INTO meta_webhook_event_digest (body_sha256, received_at)
 SELECT body_sha256, received_at FROM meta_webhook_event;
 SELECT setval('meta_webhook_event_id_seq', coalesce((SELECT max(webhook_event_id) FROM meta_webhook_event), 0) + 1,
               false);
+-- The descriptions the catalog shows (004_catalog) move with the table.
+DO $$
+DECLARE
+    c record;
+BEGIN
+    EXECUTE format('COMMENT ON TABLE meta_webhook_event_partitioned IS %L',
+                   obj_description('meta_webhook_event'::regclass, 'pg_class'));
+    FOR c IN SELECT a.attname, col_description(a.attrelid, a.attnum) AS description FROM pg_attribute a
+             WHERE a.attrelid = 'meta_webhook_event'::regclass AND a.attnum > 0
+               AND col_description(a.attrelid, a.attnum) IS NOT NULL
+    LOOP
+        EXECUTE format('COMMENT ON COLUMN meta_webhook_event_partitioned.%I IS %L', c.attname, c.description);
+    END LOOP;
+END $$;
 DROP TABLE meta_webhook_event;
 ALTER TABLE meta_webhook_event_partitioned RENAME TO meta_webhook_event;
+COMMENT ON COLUMN meta_webhook_event.status IS
+    'pending, done, failed (with last_error, after attempts), ignored (an object we do not process), or discarded '
+    '(an operator gave up on a failed event)';
+COMMENT ON TABLE meta_webhook_event_digest IS
+    'The hash of every webhook body stored in the last WEBHOOK_DEDUPE_DAYS: a redelivery is stored once, whatever month it arrives in.';
 ALTER SEQUENCE meta_webhook_event_id_seq OWNED BY meta_webhook_event.webhook_event_id;
 
 ALTER TABLE meta_webhook_event ADD CONSTRAINT meta_webhook_event_pkey PRIMARY KEY (webhook_event_id, received_at);

@@ -38,3 +38,25 @@ def test_secrets_reach_the_code_location_as_env_vars_and_unset_ones_as_none():
     channels = values["outbound_messaging"].channels()
     assert channels["instagram"].token == SANDBOX_DEFAULTS["INSTAGRAM_PAGE_TOKEN"]
     assert channels["whatsapp"].token is None and channels["whatsapp"].channel_id
+
+
+def test_the_catalog_shows_how_data_flows():
+    graph = defs.get_repository_def().asset_graph
+
+    def parents(key: str) -> set[str]:
+        return {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys}
+
+    for table in ("conversation_thread", "conversation_message", "message_delivery_event"):
+        assert "meta_webhook_event" in parents(table) or "conversation_message" in parents(table)
+    assert "meta_webhook_event" in parents("conversation_message")
+    assert "outbound_message_job" in parents("conversation_message")
+    assert parents("meta_conversion_event") == {"user_event"}
+    assert parents("campaign_performance_daily") == {"ad_performance", "campaign"}
+    assert "campaign" in parents("ad_performance")
+    assert parents("conversion_reconciliation_daily") == {"ad_performance", "meta_conversion_event"}
+    assert parents("message_volume_daily") == {"conversation_message", "conversation_thread"}
+    # Every table the project writes is in the catalog, with a description and an owner.
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_materializable or node.is_external:
+            assert node.description, key

@@ -31,9 +31,11 @@ from everreach_data.meta.webhooks import (
     Read,
     Record,
     Status,
+    StoryInsights,
     TemplateUpdate,
     UserIdUpdate,
 )
+from everreach_data.organic.store import write_story_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +245,8 @@ class Rows:
     messages: list[dict[str, Any]] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)
     watermarks: list[dict[str, Any]] = field(default_factory=list)
+    threads_created: int = 0
+    stories: list[StoryInsights] = field(default_factory=list)  # Instagram story_insights (organic tables)
     #: WhatsApp users seen with a business-scoped user id: {channel_id, phone, user_id, previous_user_id, ts}.
     user_ids: list[dict[str, Any]] = field(default_factory=list)
     #: The thread and message rows of users known by user id alone: their participant_id is re-pointed at
@@ -306,6 +310,8 @@ class Rows:
                 self._watermark(record, "read", record.watermark_ms)
         elif isinstance(record, Deletion):
             self._receipt(record.platform, record.mid, "deleted", record.timestamp_ms)
+        elif isinstance(record, StoryInsights):
+            self.stories.append(record)
 
     def _receipt(self, platform: str, mid: str, event_type: str, ts: int) -> None:
         self.receipts.append({"platform": platform, "mid": mid, "event_type": event_type, "ts": ts,
@@ -331,6 +337,8 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
     rows = Rows()
     for record in records:
         rows.add(record)
+    if rows.stories:  # no thread locks: first
+        write_story_webhooks(conn, rows.stories)
     if rows.user_ids:
         _resolve_user_ids(conn, rows)
     if rows.pricing:
@@ -339,7 +347,7 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
         conn.execute(APPLY_TEMPLATE_UPDATES, {"rows": jsonb(rows.templates)})
     named_threads = [t for t in rows.threads if t["participant_name"] is not None]
     if rows.threads:
-        conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)})
+        rows.threads_created = conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)}).rowcount
     if rows.watermarks:
         conn.execute(APPLY_WATERMARKS, {"rows": jsonb(rows.watermarks)})
     if rows.messages:

@@ -62,10 +62,11 @@ def test_exchange_reads_the_token_from_a_named_variable_and_says_what_meta_refus
 
 
 def test_token_sub_still_prints_a_jwt(meta_env, capsys):
-    assert cli.main(["token", "--sub", "agent-7", "--ttl", "60"]) == 0
+    assert cli.main(["token", "--sub", "agent-7", "--role", "operator", "--ttl", "60"]) == 0
     claims = jwt.decode(capsys.readouterr().out.strip(), SANDBOX_DEFAULTS["JWT_SECRET"], algorithms=["HS256"],
                         options={"verify_aud": False})
     assert claims["sub"] == "agent-7"
-    with pytest.raises(SystemExit) as info:
-        cli.main(["token"])
-    assert "token needs --sub USER_ID" in str(info.value)
+    for incomplete in (["token"], ["token", "--sub", "agent-7"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(incomplete)
+        assert "token needs --sub USER_ID --role ROLE" in str(info.value)
