@@ -16,6 +16,8 @@ ALTER TABLE meta_platform_config
     ADD COLUMN token_error            text,          -- Meta's reason when the token is not valid
     ADD COLUMN token_checked_at       timestamptz,
     ADD COLUMN paused_by              text CHECK (paused_by IN ('sender', 'token_health', 'operator'));
+COMMENT ON COLUMN meta_platform_config.token_setting IS 'the environment variable the channel''s token comes from (never the token)';
+COMMENT ON COLUMN meta_platform_config.paused_by IS 'sender (a 190 at send time), token_health (the sensor; it resumes what it paused) or operator';
 
 -- ───────────────────────────── WhatsApp template catalog ─────────────────────────────
 
@@ -44,6 +46,9 @@ CREATE TABLE whatsapp_message_template (
 -- How sends find a template. Not unique: a deleted template's name may come back with a new id before the
 -- next sync drops the old row.
 CREATE INDEX whatsapp_message_template_name_idx ON whatsapp_message_template (waba_id, name, language);
+COMMENT ON TABLE whatsapp_message_template IS 'The WhatsApp templates of the business account: synced from Meta every 3 hours, kept current by the template webhooks; sends are checked against it.';
+COMMENT ON COLUMN whatsapp_message_template.status IS 'APPROVED (the only status Meta sends), PENDING, REJECTED, PAUSED, DISABLED, …';
+COMMENT ON COLUMN whatsapp_message_template.parameter_format IS 'POSITIONAL ({{1}}, {{2}}…) or NAMED ({{first_name}}…): how sends name the body parameters';
 
 -- ───────────────────────────── business-scoped user ids ─────────────────────────────
 
@@ -54,6 +59,7 @@ CREATE INDEX whatsapp_message_template_name_idx ON whatsapp_message_template (wa
 ALTER TABLE conversation_thread
     ADD COLUMN participant_user_id  text,
     ADD COLUMN identity_observed_at timestamptz;  -- Meta's time of the observation that set the keys
+COMMENT ON COLUMN conversation_thread.participant_user_id IS 'WhatsApp business-scoped user id (US.1349…), when Meta sent one';
 CREATE UNIQUE INDEX conversation_thread_participant_user_key
     ON conversation_thread (platform, channel_id, participant_user_id) WHERE participant_user_id IS NOT NULL;
 
@@ -66,6 +72,7 @@ CREATE TABLE whatsapp_user_id_change (
     changed_at       timestamptz NOT NULL,
     PRIMARY KEY (channel_id, previous_user_id)
 );
+COMMENT ON TABLE whatsapp_user_id_change IS 'WhatsApp business-scoped user ids that a user_id_update replaced, and what replaced them.';
 
 -- Fold thread p_drop into p_keep (the same person, known by two keys until now): its messages, jobs, receipts
 -- and windows move over, the widest windows and latest timestamps win, and the dropped thread goes. Both
@@ -191,6 +198,8 @@ CREATE TABLE whatsapp_message_pricing (
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX whatsapp_message_pricing_priced_at_idx ON whatsapp_message_pricing (priced_at);
+COMMENT ON TABLE whatsapp_message_pricing IS 'What Meta says each outbound WhatsApp message costs, from its status webhooks.';
+COMMENT ON COLUMN whatsapp_message_pricing.billable IS 'charged: Meta''s billable flag while it sends one, else pricing_type = regular';
 
 -- The whatsapp_pricing_daily asset's table: per UTC day its pricing was reported, number, category and
 -- type, how many messages Meta priced, and how many of those were delivered and billable — what Meta charges
@@ -205,3 +214,5 @@ CREATE TABLE whatsapp_pricing_daily (
     computed_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (date, channel_id, category, pricing_type)
 );
+COMMENT ON TABLE whatsapp_pricing_daily IS 'WhatsApp messages Meta priced, and the billable ones delivered, per UTC day, number, category and type: the figure the business pays on.';
+COMMENT ON COLUMN whatsapp_pricing_daily.billable_messages IS 'billable and delivered (Meta charges a message once it is delivered)';

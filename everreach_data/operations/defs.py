@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import dagster as dg
 
+from everreach_data.db.catalog import table_metadata
 from everreach_data.meta.errors import GraphAPIError
 from everreach_data.meta.templates import PAGE_SIZE
 from everreach_data.meta.tokens import app_token
@@ -17,44 +18,34 @@ from everreach_data.operations.retention import apply_retention
 from everreach_data.operations.templates import sync_templates
 from everreach_data.operations.tokens import ConfiguredToken, configured_tokens, enforce, inspect, record, verdict
 from everreach_data.partitions import daily_partitions, insights_backfill_policy
-from everreach_data.resources import GraphAPIResource, PostgresResource
+from everreach_data.resources import ChannelsResource, GraphAPIResource, PostgresResource
+
+OPERATIONS = {"group_name": "operations", "owners": ["team:messaging"]}
 
 # ───────────────────────────── token health ─────────────────────────────
 
 
-class MetaTokensResource(dg.ConfigurableResource):
-    """Every channel's id and token (the settings of the same names), and the app (``META_APP_ID``,
-    ``META_APP_SECRET``) whose token asks Meta about them; without the app id each token asks about itself."""
+class MetaTokensResource(ChannelsResource):
+    """Every channel's id and token (the messaging channels, the ad accounts, the pixel), and the app
+    (``META_APP_ID``, ``META_APP_SECRET``) whose token asks Meta about them; without the app id each token
+    asks about itself."""
 
-    graph_url: str
-    api_version: str
     meta_app_id: str | None = None
     meta_app_secret: str | None = None
-    messenger_page_id: str | None = None
-    messenger_page_token: str | None = None
-    instagram_user_id: str | None = None
-    instagram_page_token: str | None = None
-    whatsapp_phone_number_id: str | None = None
-    whatsapp_access_token: str | None = None
     fb_ads_account_id: str | None = None
     fb_ads_access_token: str | None = None
     meta_pixel_id: str | None = None
     meta_conversions_api_token: str | None = None
 
-    #: The settings behind the fields above (a field is the setting's name in lower case).
     SETTINGS: ClassVar[tuple[str, ...]] = (
-        "META_APP_ID", "META_APP_SECRET", "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN", "INSTAGRAM_USER_ID",
-        "INSTAGRAM_PAGE_TOKEN", "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN", "FB_ADS_ACCOUNT_ID",
-        "FB_ADS_ACCESS_TOKEN", "META_PIXEL_ID", "META_CONVERSIONS_API_TOKEN")
+        *ChannelsResource.SETTINGS, "META_APP_ID", "META_APP_SECRET", "FB_ADS_ACCOUNT_ID", "FB_ADS_ACCESS_TOKEN",
+        "META_PIXEL_ID", "META_CONVERSIONS_API_TOKEN")
 
     def channels(self) -> list[ConfiguredToken]:
-        return configured_tokens(lambda name: getattr(self, name.lower(), None))
+        return configured_tokens(self.setting)
 
     def app_token(self) -> str | None:
         return app_token(self.meta_app_id, self.meta_app_secret) if self.meta_app_id and self.meta_app_secret else None
-
-    def base_url(self) -> str:
-        return f"{self.graph_url.rstrip('/')}/{self.api_version}"
 
 
 TOKEN_CHECK = dg.AssetCheckSpec(
@@ -63,7 +54,7 @@ TOKEN_CHECK = dg.AssetCheckSpec(
                 "within 7 days (warns)")
 
 
-@dg.asset(group_name="operations", kinds={"postgres", "meta"}, check_specs=[TOKEN_CHECK],
+@dg.asset(**OPERATIONS, kinds={"postgres", "meta"}, check_specs=[TOKEN_CHECK],
           description="One row per channel: what /debug_token says of its token — validity, expiry, data-access "
                       "expiry, scopes, the app and user it belongs to.")
 def meta_platform_config(context: dg.AssetExecutionContext, postgres: PostgresResource,
@@ -80,6 +71,7 @@ def meta_platform_config(context: dg.AssetExecutionContext, postgres: PostgresRe
                                      "about itself)") from exc
     with postgres.connect() as conn:
         rows = record(conn, health, now)
+        table = table_metadata(conn, "meta_platform_config", row_count=len(rows))
     verdicts = {f"{r['platform']}:{r['account_id']}": verdict(r, now) for r in rows}
     errors = {k: list(v.errors) for k, v in verdicts.items() if v.errors}
     warnings = {k: list(v.warnings) for k, v in verdicts.items() if v.warnings}
@@ -94,7 +86,7 @@ def meta_platform_config(context: dg.AssetExecutionContext, postgres: PostgresRe
         description="; ".join(p for ps in {**warnings, **errors}.values() for p in ps) or "every token is healthy",
         metadata={"errors": dg.MetadataValue.json(errors), "warnings": dg.MetadataValue.json(warnings)})
     return dg.MaterializeResult(
-        metadata={"channels": len(rows), "tokens": dg.MetadataValue.json(summary),
+        metadata={**table, "channels": len(rows), "tokens": dg.MetadataValue.json(summary),
                   "with_errors": len(errors), "with_warnings": len(warnings)},
         check_results=[check])
 
@@ -133,7 +125,7 @@ class WhatsAppTemplatesResource(GraphAPIResource):
     page_size: int = PAGE_SIZE
 
 
-@dg.asset(group_name="operations", kinds={"postgres", "meta"},
+@dg.asset(**OPERATIONS, kinds={"postgres", "meta"}, deps=["meta_webhook_event"],
           description="The WhatsApp template catalog: every template of WABA_ID with its status, quality, "
                       "category, components and parameter format (kept current by the template webhooks).")
 def whatsapp_message_template(context: dg.AssetExecutionContext, postgres: PostgresResource,
@@ -146,8 +138,9 @@ def whatsapp_message_template(context: dg.AssetExecutionContext, postgres: Postg
           postgres.connect() as conn):
         result = sync_templates(conn, client, whatsapp_templates.waba_id, started,
                                 page_size=whatsapp_templates.page_size)
+        table = table_metadata(conn, "whatsapp_message_template")
     context.log.info(f"{result.listed} templates ({result.approved} approved), {result.dropped} dropped")
-    return dg.MaterializeResult(metadata={"templates": result.listed, "approved": result.approved,
+    return dg.MaterializeResult(metadata={**table, "templates": result.listed, "approved": result.approved,
                                           "dropped": result.dropped,
                                           "by_status": dg.MetadataValue.json(result.by_status),
                                           "api_calls": result.api_calls})
@@ -164,7 +157,7 @@ whatsapp_templates_sync = dg.ScheduleDefinition(
 
 
 @dg.asset(partitions_def=daily_partitions, backfill_policy=insights_backfill_policy, group_name="operations",
-          kinds={"postgres"},
+          owners=["team:analytics"], kinds={"postgres"}, deps=["meta_webhook_event"],
           description="Per day, WhatsApp number, pricing category and type: messages Meta priced, and the billable "
                       "ones delivered — what Meta charges for.")
 def whatsapp_pricing_daily(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
@@ -172,7 +165,8 @@ def whatsapp_pricing_daily(context: dg.AssetExecutionContext, postgres: Postgres
     since, until = window.start.date(), window.end.date()
     with postgres.connect() as conn:
         by_category = replace_days(conn, since, until)
-    return dg.MaterializeResult(metadata={
+        table = table_metadata(conn, "whatsapp_pricing_daily")
+    return dg.MaterializeResult(metadata={**table,
         "billable_messages": sum(c["billable"] for c in by_category.values()),
         "priced_messages": sum(c["messages"] for c in by_category.values()),
         "billable_by_category": dg.MetadataValue.json({k: c["billable"] for k, c in by_category.items()}),

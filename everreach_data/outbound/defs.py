@@ -31,7 +31,7 @@ from everreach_data.outbound.requests import (
 )
 from everreach_data.outbound.sender import SEND_APPLICATION, SendConfig, drain
 from everreach_data.outbound.templates import TemplateRefused
-from everreach_data.resources import PostgresResource
+from everreach_data.resources import ChannelsResource, PostgresResource
 
 QUEUE_TAG = {"everreach/queue": "outbound_messages"}
 
@@ -48,18 +48,10 @@ SENSOR_INTERVAL_SECONDS = 5
 MAX_RUNTIME_SECONDS = 600
 
 
-class OutboundMessagingResource(dg.ConfigurableResource):
-    """The messaging channels (ids and tokens, as in the settings of the same names) and the sender's limits
-    (Meta's defaults)."""
+class OutboundMessagingResource(ChannelsResource):
+    """The messaging channels, the WhatsApp Business Account (its template catalog is checked at send time),
+    and the sender's limits (Meta's defaults)."""
 
-    graph_url: str
-    api_version: str
-    messenger_page_id: str | None = None
-    messenger_page_token: str | None = None
-    instagram_user_id: str | None = None
-    instagram_page_token: str | None = None
-    whatsapp_phone_number_id: str | None = None
-    whatsapp_access_token: str | None = None
     waba_id: str | None = None
     whatsapp_messages_per_second: float = 80.0
     page_sends_per_second: float = 250.0
@@ -67,14 +59,10 @@ class OutboundMessagingResource(dg.ConfigurableResource):
     pair_interval_seconds: float = 6.0
     backoff_base_seconds: float = 2.0
 
-    #: The settings behind the fields above (a field is the setting's name in lower case).
-    SETTINGS: ClassVar[tuple[str, ...]] = (
-        "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN", "INSTAGRAM_USER_ID", "INSTAGRAM_PAGE_TOKEN",
-        "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN", "WABA_ID")
+    SETTINGS: ClassVar[tuple[str, ...]] = (*ChannelsResource.SETTINGS, "WABA_ID")
 
     def channels(self) -> Channels:
-        return Channels.from_values(f"{self.graph_url.rstrip('/')}/{self.api_version}",
-                                    lambda name: getattr(self, name.lower(), None))
+        return Channels.from_values(self.base_url(), self.setting)
 
     def send_config(self, **overrides: object) -> SendConfig:
         return SendConfig(whatsapp_messages_per_second=self.whatsapp_messages_per_second,
