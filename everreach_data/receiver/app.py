@@ -19,6 +19,7 @@ from starlette.schemas import SchemaGenerator
 from everreach_data.ads import routes as ads_routes
 from everreach_data.config import Settings
 from everreach_data.conversions import routes as conversions_routes
+from everreach_data.db.connection import POOLER_SAFE
 from everreach_data.inbox import routes as webhooks
 from everreach_data.outbound import routes as outbound_routes
 from everreach_data.receiver.errors import ApiError, api_error_handler, http_error_handler
@@ -68,7 +69,7 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
                          "routes could not authenticate callers")
 
     pool = AsyncConnectionPool(database_url, min_size=2, max_size=pool_max_size, open=False,
-                               kwargs={"autocommit": False})
+                               kwargs={"autocommit": False, **POOLER_SAFE})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
