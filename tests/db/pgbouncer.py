@@ -41,6 +41,8 @@ pool_mode = transaction
 default_pool_size = {pool_size}
 max_client_conn = 500
 ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
 logfile = {home}/pgbouncer.log
 pidfile = {home}/pgbouncer.pid
 """
@@ -66,13 +68,15 @@ def pgbouncer(server: EmbeddedPostgres) -> Iterator[int]:
         owner = server.pgdata.stat().st_uid
         os.chown(home, owner, -1)
         command[1:1] = ["-u", pwd.getpwuid(owner).pw_name]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its log goes to the file only: a pipe nobody reads would fill up and stop it mid-suite.
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15
         while not _listening(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"pgbouncer did not start: {proc.communicate()[1].decode(errors='replace')}")
+                log = home / "pgbouncer.log"
+                raise RuntimeError(f"pgbouncer did not start: {log.read_text() if log.exists() else 'no log'}")
             time.sleep(0.05)
         yield port
     finally:
