@@ -1,7 +1,8 @@
 """The Celery variant's code location: the project's definitions, with dagster-celery's executor for every
-job that does not choose its own. The asset jobs' steps (ads ranges, organic insights, conversions) then
-run on Celery workers; the queue jobs keep their in-process executor (one op each: a Celery round trip per
-run would only add latency to a webhook's path). Serve it instead of ``everreach_data.definitions``:
+job that does not choose its own. The asset jobs' steps (ads ranges, organic insights, conversions) and the
+send and operator jobs then run on Celery workers; the webhook drain keeps the in-process executor it
+chose (a Celery round trip per run would only add latency to a webhook's path). Serve it instead of
+``everreach_data.definitions``:
 
     dagster code-server start -h 0.0.0.0 -p 4000 -f deploy/celery/definitions.py
     dagster-celery worker start -A dagster_celery.app -y deploy/celery/celery.yaml

@@ -13,7 +13,6 @@ from psycopg.rows import dict_row
 from everreach_data.config import Settings
 from everreach_data.db.embedded import APP_DATABASE, DAGSTER_DATABASE, start_embedded
 
-
 #: Connection options for everything that connects to ``DATABASE_URL``, which may be a transaction-mode pooler
 #: (PgBouncer, Supabase's Supavisor on port 6543): consecutive transactions of one connection may run on
 #: different server sessions there, so a statement psycopg prepared on one (it prepares a query after its
