@@ -10,8 +10,8 @@ Prints one JSON line.
    two workers) — in alternating rounds. events/s = events / time from the first run's start of work to
    the last run's end (the runs' process start-up left out). The Python CPU includes their imports.
 
-Postgres's CPU per request or event is reported for both: it is what runs out first once there are
-enough receiver processes or runs (README "Scaling").
+Postgres's CPU and WAL bytes per request or event are reported for both: they are what runs out first
+once there are enough receiver processes or runs (README "Scaling").
 
     .venv/bin/python bench/scale.py [--requests 24000] [--rounds 4] [--events 40000] [--drain-rounds 2]
 """
@@ -48,9 +48,15 @@ from everreach_data.serving import wait_for_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_sandbox.traffic import TrafficGenerator  # noqa: E402
 
+
 # One run: what the job's op does, timed from its first claim to its end (a run's start-up, measured by
 # webhook_drain.py, is left out: here it would be two processes importing Dagster on the cores the drains
 # share).
+def wal_position(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
+
+
 DRAIN_RUN = """
 import json, sys, time
 from everreach_data.inbox.drain import drain_url
@@ -81,9 +87,10 @@ def intake(url: str, pgdata: Path, requests: int, rounds: int, concurrency: int)
         for r in range(rounds):
             for i, workers in enumerate((1, 2) if r % 2 == 0 else (2, 1)):
                 chunk = bodies[(2 * r + i) * per_round:(2 * r + i + 1) * per_round]
-                pg0 = postgres_cpu(pgdata)
+                pg0, wal0 = postgres_cpu(pgdata), wal_position(url)
                 result = asyncio.run(load(servers[workers][1], "/api/webhooks/meta", chunk, concurrency))
-                result.update(server_cpu=0.0, client_cpu=0.0, postgres_cpu=postgres_cpu(pgdata) - pg0)
+                result.update(server_cpu=0.0, client_cpu=0.0, postgres_cpu=postgres_cpu(pgdata) - pg0,
+                              wal=wal_position(url) - wal0)
                 measured[workers].append(result)
     finally:
         for proc, _ in servers.values():
@@ -99,6 +106,8 @@ def intake(url: str, pgdata: Path, requests: int, rounds: int, concurrency: int)
         "intake_p99_ms_1_process": one["p99_ms"], "intake_p99_ms_2_processes": two["p99_ms"],
         "intake_round_rps": {str(w): [round(len(r["latencies"]) / r["seconds"]) for r in measured[w]] for w in (1, 2)},
         "intake_postgres_cpu_us_per_req": {"1": one["postgres_cpu_us_per_req"], "2": two["postgres_cpu_us_per_req"]},
+        "intake_wal_bytes_per_req": round(sum(r["wal"] for w in (1, 2) for r in measured[w])
+                                          / sum(len(r["latencies"]) for w in (1, 2) for r in measured[w])),
         "intake_status_codes": {"1": one["codes"], "2": two["codes"]},
         "intake_every_acked_body_stored": all(hashlib.sha256(b).digest() in stored for b in acked),
     }
@@ -120,7 +129,7 @@ def drain_round(server, bodies: list[bytes], runs: int) -> dict:
         conn.execute("ANALYZE")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pg0 = postgres_cpu(server.pgdata)
+    pg0, wal0 = postgres_cpu(server.pgdata), wal_position(url)
     procs = [subprocess.Popen([sys.executable, "-c", DRAIN_RUN, url], env=env, cwd=ROOT, stdout=subprocess.PIPE)
              for _ in range(runs)]
     ends = [json.loads(proc.communicate()[0]) for proc in procs]
@@ -136,6 +145,7 @@ def drain_round(server, bodies: list[bytes], runs: int) -> dict:
         done, messages = conn.execute("SELECT (SELECT count(*) FROM meta_webhook_event WHERE status = 'done'), "
                                       "(SELECT count(*) FROM conversation_message)").fetchone()
     return {"seconds": seconds, "all_done": done == len(bodies), "messages": messages,
+            "wal": wal_position(url) - wal0,
             "python_cpu": children.ru_utime + children.ru_stime - children0.ru_utime - children0.ru_stime,
             "postgres_cpu": postgres_cpu(server.pgdata) - pg0}
 
@@ -160,6 +170,8 @@ def drain(server, events: int, rounds: int) -> dict:
         "drain_round_events_per_s": {str(n): [round(events / x["seconds"]) for x in results[n]] for n in (1, 2)},
         "drain_python_cpu_us_per_event": {str(n): per_event(n, "python_cpu") for n in (1, 2)},
         "drain_postgres_cpu_us_per_event": {str(n): per_event(n, "postgres_cpu") for n in (1, 2)},
+        "drain_wal_bytes_per_event": round(sum(x["wal"] for n in (1, 2) for x in results[n])
+                                           / (events * sum(len(results[n]) for n in (1, 2)))),
         "drain_all_done": all(x["all_done"] for n in (1, 2) for x in results[n]),
         "drain_same_messages": len({x["messages"] for n in (1, 2) for x in results[n]}) == 1,
     }

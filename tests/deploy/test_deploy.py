@@ -38,7 +38,7 @@ from everreach_data.outbound.defs import QUEUE_TAG as OUTBOUND_QUEUE
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S_MODELS = {("v1", "Secret"): "V1Secret", ("apps/v1", "Deployment"): "V1Deployment", ("v1", "Service"): "V1Service",
               ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2HorizontalPodAutoscaler",
-              ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget"}
+              ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget", ("batch/v1", "Job"): "V1Job"}
 #: Settings the deployment passes that are not the app's: Dagster's storage URL (read by config.py too),
 #: the proxy's host name, the Celery variant's broker.
 DEPLOYMENT_SETTINGS = {"PUBLIC_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
@@ -100,7 +100,7 @@ def test_every_manifest_is_a_valid_kubernetes_object(manifests):
     assert set(manifests) == {("Secret", "everreach-secrets"), ("Secret", "everreach-dagster-postgresql"),
                               ("Deployment", "everreach-receiver"), ("Service", "everreach-receiver"),
                               ("HorizontalPodAutoscaler", "everreach-receiver"),
-                              ("PodDisruptionBudget", "everreach-receiver")}
+                              ("PodDisruptionBudget", "everreach-receiver"), ("Job", "everreach-migrate")}
 
 
 def test_the_receiver_deployment_probes_serves_and_scales_what_it_should(manifests):
@@ -131,6 +131,13 @@ def test_the_receiver_deployment_probes_serves_and_scales_what_it_should(manifes
     pdb = manifests["PodDisruptionBudget", "everreach-receiver"]
     assert pdb.spec.selector.match_labels.items() <= pod.metadata.labels.items()
     assert pdb.spec.min_available < hpa.spec.min_replicas  # a node can always be drained
+
+
+def test_the_migration_job_migrates_with_the_receivers_image_and_secret(manifests):
+    [container] = manifests["Job", "everreach-migrate"].spec.template.spec.containers
+    [receiver] = manifests["Deployment", "everreach-receiver"].spec.template.spec.containers
+    assert cli.build_parser().parse_args(container.command[1:]).func is cli.cmd_migrate
+    assert container.image == receiver.image and container.env_from == receiver.env_from
 
 
 def test_the_secret_names_every_setting_a_deployment_must_give(manifests):
