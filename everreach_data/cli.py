@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -154,31 +155,34 @@ def cmd_dev(args: argparse.Namespace) -> None:
         ensure_port_free("127.0.0.1", port, what)
 
     embedded = start_embedded(settings.EVERREACH_HOME) if settings.uses_embedded_postgres else None
-    app_url, dagster_url = database_urls(settings)
-    applied = migrate(app_url)
-    print(f"database: {redact(app_url)} ({'embedded' if settings.uses_embedded_postgres else 'DATABASE_URL'}); "
-          f"migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}", flush=True)
-    dagster_home = settings.EVERREACH_HOME / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env.update(DATABASE_URL=app_url, DAGSTER_PG_URL=dagster_url, DAGSTER_HOME=str(dagster_home),
-               PYTHONUNBUFFERED="1")
+    try:  # whatever fails from here, the embedded server stops with us
+        app_url, dagster_url = database_urls(settings)
+        applied = migrate(app_url)
+        print(f"database: {redact(app_url)} ({'embedded' if settings.uses_embedded_postgres else 'DATABASE_URL'}); "
+              f"migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}", flush=True)
+        dagster_home = settings.EVERREACH_HOME / "dagster"
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        env.update(DATABASE_URL=app_url, DAGSTER_PG_URL=dagster_url, DAGSTER_HOME=str(dagster_home),
+                   PYTHONUNBUFFERED="1")
 
-    exe = [sys.executable, "-m", "everreach_data.cli"]
-    receiver_url = f"http://127.0.0.1:{args.receiver_port}"
-    procs: list[tuple[str, list[str], Path]] = []  # (name, command, working directory)
-    if use_sandbox:
-        procs.append(("sandbox", exe + ["sandbox", "--port", str(args.sandbox_port),
-                                        "--webhook-url", f"{receiver_url}/api/webhooks/meta"], PROJECT_ROOT))
-    procs.append(("receiver", exe + ["serve", "--port", str(args.receiver_port)], PROJECT_ROOT))
-    # Dagster runs in its home: started in the project root, it finds dagster.yaml there and warns that it
-    # is not DAGSTER_HOME's (it is copied there, above).
-    procs.append(("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                              "-h", "127.0.0.1", "-p", str(args.dagster_port)], dagster_home))
-    if use_sandbox and args.traffic_rate > 0:
-        procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
-                                        "--rate", str(args.traffic_rate)], PROJECT_ROOT))
-    try:
+        exe = [sys.executable, "-m", "everreach_data.cli"]
+        receiver_url = f"http://127.0.0.1:{args.receiver_port}"
+        procs: list[tuple[str, list[str], Path]] = []  # (name, command, working directory)
+        if use_sandbox:
+            procs.append(("sandbox", exe + ["sandbox", "--port", str(args.sandbox_port),
+                                            "--webhook-url", f"{receiver_url}/api/webhooks/meta"], PROJECT_ROOT))
+        procs.append(("receiver", exe + ["serve", "--port", str(args.receiver_port)], PROJECT_ROOT))
+        # Dagster runs in its home: started in the project root, it finds dagster.yaml there and warns that it
+        # is not DAGSTER_HOME's (it is copied there, above).
+        procs.append(("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                                  "-h", "127.0.0.1", "-p", str(args.dagster_port)], dagster_home))
+        if use_sandbox and args.traffic_rate > 0:
+            procs.append(("traffic", exe + ["traffic", "--url", f"{receiver_url}/api/webhooks/meta",
+                                            "--rate", str(args.traffic_rate)], PROJECT_ROOT))
+        if use_sandbox:
+            first_start(f"http://127.0.0.1:{args.dagster_port}", dagster_home, f"{receiver_url}/api/webhooks/meta",
+                        app_url, settings.secret("META_APP_SECRET") or "")
         run_supervised(procs, env, banner=[
             f"Dagster UI      http://127.0.0.1:{args.dagster_port}",
             f"receiver        {receiver_url}  (OpenAPI: {receiver_url}/openapi.json)",
@@ -190,6 +194,28 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if embedded is not None:
             embedded.stop()
             print(f"embedded Postgres stopped; its data stays in {embedded.pgdata}", flush=True)
+
+
+def first_start(dagster_url: str, dagster_home: Path, webhook_url: str, database_url: str, app_secret: str) -> None:
+    """On a first start, in the background while the processes come up: a week of sample conversations, then
+    a backfill of the last days of every daily asset (:mod:`everreach_data.first_start`)."""
+    from everreach_data.first_start import DAYS, MARKER, backfill_first_days, seed_history, wait_for_drain
+
+    if (dagster_home / MARKER).exists():
+        return
+
+    def launch() -> None:
+        try:
+            posted = seed_history(webhook_url, app_secret)
+            print(f"first start: {posted} sample webhooks from the last {DAYS} days posted", flush=True)
+            wait_for_drain(database_url)
+            if backfill_first_days(dagster_url, dagster_home):
+                print(f"first start: backfilling the last {DAYS} days of every daily asset against the sandbox "
+                      f"(Dagster UI → Overview → Backfills)", flush=True)
+        except (RuntimeError, OSError) as exc:
+            print(f"first start: no backfill launched ({exc})", file=sys.stderr, flush=True)
+
+    threading.Thread(target=launch, name="first-start-backfill", daemon=True).start()
 
 
 def run_supervised(procs: list[tuple[str, list[str], Path]], env: dict[str, str], *,

@@ -12,6 +12,7 @@ from everreach_data.inbox import defs as inbox
 from everreach_data.meta.insights import DEFAULT_CONVERSION_ACTION_TYPES, LEVELS
 from everreach_data.organic import defs as organic
 from everreach_data.outbound import defs as outbound
+from everreach_data.reports import defs as reports
 from everreach_data.resources import PostgresResource, setting_values
 
 
@@ -43,6 +44,6 @@ def build_resources(settings: Settings, *, secrets_as_env_vars: bool = True) -> 
 
 
 defs = dg.Definitions.merge(
-    ads.defs, organic.defs, conversions.defs, inbox.defs, outbound.defs,
+    ads.defs, organic.defs, conversions.defs, inbox.defs, outbound.defs, reports.defs,
     dg.Definitions(resources=build_resources(definition_settings())),
 )

@@ -18,7 +18,7 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,8 @@ class TrafficGenerator:
     seed: int = 0
     participants: int = 40
     duplicate_rate: float = 0.05
+    #: Seconds since the epoch that the payloads' timestamps say it is (past days, for sample history).
+    clock: Callable[[], float] = time.time
     rng: random.Random = field(init=False)
     users: dict[str, list[str]] = field(init=False)
     _counter: int = field(init=False, default=0)
@@ -79,9 +81,8 @@ class TrafficGenerator:
         token = hashlib.blake2s(f"{self.seed}:{self._counter}".encode(), digest_size=18).hexdigest()
         return f"{prefix}{token}"
 
-    @staticmethod
-    def _now_ms() -> int:
-        return int(time.time() * 1000)
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _user(self, platform: str) -> str:
         return self.rng.choice(self.users[platform])
@@ -203,7 +204,7 @@ class TrafficGenerator:
         return msg
 
     def _wa_inbound(self) -> list[dict[str, Any]]:
-        now = int(time.time())
+        now = int(self.clock())
         wa_ids = list({self._user("whatsapp") for _ in range(self.rng.randint(1, 3))})
         contacts = [{"profile": {"name": self.rng.choice(NAMES)}, "wa_id": w} for w in wa_ids]
         messages = [self._wa_message(w, now - self.rng.randint(0, 5)) for w in wa_ids]
@@ -211,7 +212,7 @@ class TrafficGenerator:
 
     def _wa_statuses(self) -> list[dict[str, Any]]:
         """Statuses for a message the business sent, in shuffled order; sometimes it fails instead."""
-        wa_id, wamid, now = self._user("whatsapp"), self._id("wamid.HBgM"), int(time.time())
+        wa_id, wamid, now = self._user("whatsapp"), self._id("wamid.HBgM"), int(self.clock())
         base = {"id": wamid, "recipient_id": wa_id}
         pricing = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
         conversation = {"id": self._id("")[:30], "expiration_timestamp": str(now + 86400),
@@ -260,9 +261,12 @@ class TrafficGenerator:
 
 
 async def post_traffic(url: str, app_secret: str, *, rate: float, count: int | None = None, seed: int = 0,
-                       concurrency: int = 16) -> dict[str, int]:
-    """POST signed bodies to ``url`` at ``rate`` per second (``count`` of them, or forever)."""
-    gen = TrafficGenerator(seed=seed)
+                       concurrency: int = 16, days_ago: float = 0.0) -> dict[str, int]:
+    """POST signed bodies to ``url`` at ``rate`` per second (``count`` of them, or forever). With ``days_ago``,
+    their timestamps are spread evenly over that many past days instead of now (sample history)."""
+    step = days_ago * 86400 / count if days_ago > 0 and count else 0.0
+    now = [time.time() - days_ago * 86400]
+    gen = TrafficGenerator(seed=seed, clock=(lambda: now[0]) if step else time.time)
     results = {"posted": 0, "ok": 0, "failed": 0}
     interval = 1.0 / rate if rate > 0 else 0.0
     sem = asyncio.Semaphore(concurrency)
@@ -288,6 +292,7 @@ async def post_traffic(url: str, app_secret: str, *, rate: float, count: int | N
                 await asyncio.sleep(delay)
             await sem.acquire()
             results["posted"] += 1
+            now[0] += step
             task = asyncio.create_task(send(client, raw))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

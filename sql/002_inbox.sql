@@ -456,10 +456,3 @@ LANGUAGE sql AS $$
                         AND e.watermark >= m.sent_at)
         ORDER BY 1))
 $$;
-
--- ───────────────────────────── monitoring (the runbook's query) ─────────────────────────────
-
-CREATE VIEW message_volume_daily AS
-SELECT ct.platform, cm.direction, date(cm.sent_at) AS date, count(*) AS message_count
-FROM conversation_message cm JOIN conversation_thread ct ON cm.thread_id = ct.thread_id
-GROUP BY ct.platform, cm.direction, date(cm.sent_at);

@@ -106,10 +106,17 @@ def check_results(result: SyncResult) -> list[dg.AssetCheckResult]:
     ]
 
 
+campaign = dg.AssetSpec(
+    "campaign", group_name="ads", kinds={"postgres"}, owners=["team:analytics"],
+    description="The CRM's campaigns; Meta's are upserted here by ad_performance (source meta, by Meta's id).",
+    metadata={"dagster/table_name": "public.campaign"})
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=insights_backfill_policy,
     check_specs=CHECKS,
+    deps=[campaign],
     group_name="ads",
     kinds={"postgres", "meta"},
     description="Daily Meta ads insights (campaign, ad set and ad levels) for every configured ad account.",
@@ -213,4 +220,4 @@ ad_performance_lookback_weekly = lookback_schedule(
 
 schedules = [ad_performance_daily, ad_performance_lookback_daily, ad_performance_lookback_weekly]
 
-defs = dg.Definitions(assets=[ad_performance], jobs=[ad_performance_job], schedules=schedules)
+defs = dg.Definitions(assets=[campaign, ad_performance], jobs=[ad_performance_job], schedules=schedules)

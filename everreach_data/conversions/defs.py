@@ -2,18 +2,21 @@
 job and schedule."""
 
 import time
+from datetime import timedelta
 
 import dagster as dg
 
-from everreach_data.conversions.sync import (
-    DEFAULT_EVENT_MAP,
-    SyncReport,
-    collect_app_events,
-    send_pending,
-    unhashed_values,
-)
+from everreach_data.conversions.store import PARTITION_ROWS, UNHASHED_VALUES
+from everreach_data.conversions.sync import DEFAULT_EVENT_MAP, SyncReport, collect_app_events, send_pending
+from everreach_data.db.catalog import table_metadata
+from everreach_data.meta.capi import HASHED_FIELDS, STORABLE_FIELDS
 from everreach_data.partitions import daily_partitions, insights_backfill_policy
 from everreach_data.resources import GraphAPIResource, PostgresResource
+
+user_event = dg.AssetSpec(
+    "user_event", group_name="conversions", kinds={"postgres"}, owners=["team:app"],
+    description="The app's behavioural events (written by the app, and by the message triggers): the source of "
+                "meta_conversion_event.", metadata={"dagster/table_name": "public.user_event"})
 
 
 class ConversionsAPIResource(GraphAPIResource):
@@ -35,9 +38,10 @@ class ConversionsConfig(dg.Config):
     backfill_policy=insights_backfill_policy,
     group_name="conversions",
     kinds={"postgres", "meta"},
+    deps=[user_event],
+    owners=["team:analytics"],
+    freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=2)),
     check_specs=[
-        dg.AssetCheckSpec("identifiers_are_hashed", asset="meta_conversion_event",
-                          description="No raw PII: every stored identifier is a SHA-256 hash"),
         dg.AssetCheckSpec("meta_received_every_event_sent", asset="meta_conversion_event",
                           description="events_received equals the events sent"),
     ],
@@ -57,7 +61,8 @@ def meta_conversion_event(context: dg.AssetExecutionContext, config: Conversions
             conn, pixel_id, window.start, window.end, config.event_map, config.action_source)
         conn.commit()
         send_pending(conn, client, pixel_id, window.start, window.end, report)
-        unhashed = unhashed_values(conn, pixel_id, window.start, window.end)
+        rows = conn.execute(PARTITION_ROWS, {"start": window.start, "end": window.end}).fetchone()["n"]
+        table = table_metadata(conn, "meta_conversion_event", row_count=rows)
         calls = client.stats.calls
     return dg.MaterializeResult(
         metadata={
@@ -66,16 +71,23 @@ def meta_conversion_event(context: dg.AssetExecutionContext, config: Conversions
             "rejected": report.failed, "skipped_unusable": report.skipped_invalid,
             "requests": report.batches, "api_calls": calls,
             "fbtrace_ids": dg.MetadataValue.json(list(report.fbtrace_ids[:20])),
-            "duration_seconds": round(time.monotonic() - started, 3),
+            "duration_seconds": round(time.monotonic() - started, 3), **table,
         },
         check_results=[
-            dg.AssetCheckResult(check_name="identifiers_are_hashed", passed=unhashed == 0,
-                                metadata={"unhashed_values": unhashed}),
             dg.AssetCheckResult(check_name="meta_received_every_event_sent",
                                 passed=report.events_received == report.sent,
                                 metadata={"sent": report.sent, "received": report.events_received}),
         ],
     )
+
+
+@dg.asset_check(asset=meta_conversion_event, description="No raw PII: every stored identifier is a SHA-256 hash, "
+                                                          "and nothing is stored that may not be")
+def identifiers_are_hashed(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.connect() as conn:
+        bad = conn.execute(UNHASHED_VALUES, {"storable": list(STORABLE_FIELDS),
+                                             "hashed": list(HASHED_FIELDS)}).fetchone()["n"]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"unhashed_values": bad})
 
 
 meta_conversions_job = dg.define_asset_job("meta_conversions_job", selection=[meta_conversion_event],
@@ -87,5 +99,6 @@ meta_conversions_daily = dg.build_schedule_from_partitioned_job(
     description="yesterday's app conversions to the Conversions API, well inside Meta's 7-day limit")
 
 
-defs = dg.Definitions(assets=[meta_conversion_event], jobs=[meta_conversions_job],
+defs = dg.Definitions(assets=[user_event, meta_conversion_event], asset_checks=[identifiers_are_hashed],
+                      jobs=[meta_conversions_job],
                       schedules=[meta_conversions_daily])

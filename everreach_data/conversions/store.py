@@ -45,6 +45,18 @@ MARK_FAILED = """
 UPDATE meta_conversion_event SET status = 'failed', error_message = %(error)s, fbtrace_id = %(trace)s
 WHERE conversion_event_id = ANY(%(ids)s)
 """
+#: A partition's rows (its events' UTC days).
+PARTITION_ROWS = """
+SELECT count(*) AS n FROM meta_conversion_event WHERE event_time >= %(start)s AND event_time < %(end)s
+"""
+#: Stored identifiers that are not SHA-256 hashes, or fields that may not be stored at all (each value counts).
+UNHASHED_VALUES = """
+SELECT count(*) AS n
+FROM meta_conversion_event e, jsonb_each(e.user_data) AS kv (key, value),
+     jsonb_array_elements(CASE jsonb_typeof(kv.value) WHEN 'array' THEN kv.value ELSE jsonb_build_array(kv.value) END)
+     AS v (item)
+WHERE NOT kv.key = ANY (%(storable)s) OR (kv.key = ANY (%(hashed)s) AND NOT (v.item #>> '{}') ~ '^[0-9a-f]{64}$')
+"""
 
 
 def stored_row(event: ServerEvent, *, user_id: uuid.UUID | str | None = None,

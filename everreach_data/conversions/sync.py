@@ -17,14 +17,11 @@ import psycopg
 
 from everreach_data.conversions.store import MARK_FAILED, MARK_SENT, STORE_EVENTS, store_params, stored_row
 from everreach_data.meta.capi import (
-    HASHED_FIELDS,
     MAX_EVENT_AGE_SECONDS,
     SEND_AGE_MARGIN_SECONDS,
-    STORABLE_FIELDS,
     ConversionInputError,
     ServerEvent,
     custom_data,
-    is_sha256,
     normalize_user_data,
     send_events,
 )
@@ -141,14 +138,3 @@ def send_pending(conn: psycopg.Connection, client: GraphClient, pixel_id: str, s
             report.events_received += result.events_received
             if result.fbtrace_id:
                 report.fbtrace_ids += (result.fbtrace_id,)
-
-
-def unhashed_values(conn: psycopg.Connection, pixel_id: str, start: datetime, end: datetime) -> int:
-    """How many stored identifiers in the window are not SHA-256 hashes, or are fields we never store."""
-    bad = 0
-    for row in conn.execute(PARTITION_USER_DATA, {"pixel": pixel_id, "start": start, "end": end}):
-        for key, value in row["user_data"].items():
-            values = value if isinstance(value, list) else [value]
-            if key not in STORABLE_FIELDS or (key in HASHED_FIELDS and not all(is_sha256(str(v)) for v in values)):
-                bad += 1
-    return bad

@@ -149,6 +149,7 @@ class Rows:
     messages: list[dict[str, Any]] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)
     watermarks: list[dict[str, Any]] = field(default_factory=list)
+    threads_created: int = 0
 
     def add(self, record: Record) -> None:
         if isinstance(record, Message):
@@ -209,7 +210,7 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
         rows.add(record)
     named_threads = [t for t in rows.threads if t["participant_name"] is not None]
     if rows.threads:
-        conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)})
+        rows.threads_created = conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)}).rowcount
     if rows.watermarks:
         conn.execute(APPLY_WATERMARKS, {"rows": jsonb(rows.watermarks)})
     if rows.messages:

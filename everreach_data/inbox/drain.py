@@ -16,10 +16,11 @@ import gc
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -49,13 +50,31 @@ class DrainStats:
     retried: int = 0
     failed: int = 0
     messages: int = 0
+    messages_by_platform: Counter[str] = field(default_factory=Counter)
+    inbound_messages: int = 0  # each opens or extends its thread's policy windows
+    threads_created: int = 0
     receipts: int = 0
     orphans_applied: int = 0  # message updates from receipts that raced their message (apply_orphans)
     recovered: int = 0  # events of batches whose run died: counted an attempt, then retried one at a time
+    waited_seconds_total: float = 0.0  # over the events done: seconds from receipt to their batch's claim
+    waited_seconds_max: float = 0.0
     seconds: float = 0.0
+    idle: bool = False  # stopped because the queue stayed empty for the linger time (not the time budget)
+
+    def add(self, other: DrainStats) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            if name == "waited_seconds_max":
+                self.waited_seconds_max = max(self.waited_seconds_max, other.waited_seconds_max)
+            elif name == "idle":
+                self.idle = self.idle and other.idle
+            elif name != "seconds":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_metadata(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data["messages_by_platform"] = dict(self.messages_by_platform)
+        data["waited_seconds_mean"] = round(self.waited_seconds_total / self.done, 3) if self.done else 0.0
+        return data
 
 
 _RETRYABLE_WHOLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -121,7 +140,13 @@ def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent
     stats.done += len(done)
     stats.failed += len(unparsable)
     stats.messages += len(rows.messages)
+    stats.messages_by_platform.update(m["platform"] for m in rows.messages)
+    stats.inbound_messages += sum(1 for m in rows.messages if m["direction"] == "inbound")
+    stats.threads_created += rows.threads_created
     stats.receipts += len(rows.receipts) + len(rows.watermarks)
+    waited = [e.waited for e in events if e.webhook_event_id not in unparsable]
+    stats.waited_seconds_total += sum(waited)
+    stats.waited_seconds_max = max(stats.waited_seconds_max, *waited, 0.0)
 
 
 def _retry(conn: psycopg.Connection, ids: list[int], error: psycopg.Error, parsed: Parsed, stats: DrainStats,
@@ -224,6 +249,7 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
                 _recover_dead_batches(conn, stats, opts)  # another run's, say
                 idle_since = idle_since if idle_since is not None else time.perf_counter()
                 if time.perf_counter() - idle_since >= linger_seconds:
+                    stats.idle = True
                     break
                 time.sleep(poll_seconds)
                 continue
@@ -268,9 +294,8 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs
     with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen(), \
             ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
         results = [f.result() for f in [pool.submit(one) for _ in range(workers)]]
-    total = DrainStats()
+    total = DrainStats(idle=True)
     for result in results:
-        for name in total.__slots__:  # type: ignore[attr-defined]
-            setattr(total, name, getattr(total, name) + getattr(result, name))
+        total.add(result)
     total.seconds = time.perf_counter() - started
     return total

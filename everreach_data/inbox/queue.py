@@ -24,7 +24,8 @@ import psycopg
 _CLAIMABLE = "status = 'pending' AND (locked_until IS NULL OR locked_until <= now())"
 
 CLAIM = f"""
-SELECT webhook_event_id, attempts, object, payload FROM meta_webhook_event
+SELECT webhook_event_id, attempts, object, payload, extract(epoch FROM now() - received_at)::float8 AS waited
+FROM meta_webhook_event
 WHERE {_CLAIMABLE}
 ORDER BY webhook_event_id
 LIMIT %(limit)s
@@ -33,7 +34,8 @@ FOR UPDATE SKIP LOCKED
 
 #: Re-claim exactly these events (after a failed batch was rolled back), if still claimable.
 RECLAIM = f"""
-SELECT webhook_event_id, attempts, object, payload FROM meta_webhook_event
+SELECT webhook_event_id, attempts, object, payload, extract(epoch FROM now() - received_at)::float8 AS waited
+FROM meta_webhook_event
 WHERE webhook_event_id = ANY(%(ids)s::bigint[]) AND ({_CLAIMABLE})
 ORDER BY webhook_event_id
 FOR UPDATE SKIP LOCKED
@@ -76,12 +78,20 @@ SELECT count(*) AS n, max(webhook_event_id) AS max_id FROM (
 """
 
 
+#: What arrived after ``%(after)s``: how many events, the newest id and when it was received.
+ARRIVED_SINCE = """
+SELECT count(*) AS events, max(webhook_event_id) AS newest_id, max(received_at) AS newest_at
+FROM meta_webhook_event WHERE webhook_event_id > %(after)s
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedEvent:
     webhook_event_id: int
     attempts: int
     object: str
     payload: Any
+    waited: float = 0.0   # seconds from receipt to this claim
 
 
 def configure_transaction(conn: psycopg.Connection, *, lease_seconds: float) -> None:
@@ -144,9 +154,14 @@ def pending_work(conn: psycopg.Connection, *, limit: int = 10_000) -> tuple[int,
     return get(row, 0, "n"), get(row, 1, "max_id")
 
 
+def arrived_since(conn: psycopg.Connection, after: int) -> dict[str, Any]:
+    """Events stored after id ``after`` (the sensor reports them as the inbox's materializations)."""
+    return conn.execute(ARRIVED_SINCE, {"after": after}).fetchone()
+
+
 def _events(rows: list[Any]) -> list[ClaimedEvent]:
     return [ClaimedEvent(get(r, 0, "webhook_event_id"), get(r, 1, "attempts"), get(r, 2, "object"),
-                         get(r, 3, "payload")) for r in rows]
+                         get(r, 3, "payload"), get(r, 4, "waited")) for r in rows]
 
 
 def get(row: Any, index: int, key: str) -> Any:

@@ -30,9 +30,18 @@ MAX_FUTURE_SECONDS = 60
 
 ACTION_SOURCES = frozenset({"email", "website", "app", "phone_call", "chat", "physical_store",
                             "system_generated", "business_messaging", "other"})
-STANDARD_EVENTS = frozenset({"AddPaymentInfo", "AddToCart", "AddToWishlist", "CompleteRegistration", "Contact",
-                             "CustomizeProduct", "Donate", "FindLocation", "InitiateCheckout", "Lead", "Purchase",
-                             "Schedule", "Search", "StartTrial", "SubmitApplication", "Subscribe", "ViewContent"})
+#: The ads action type Meta counts each standard Pixel / Conversions API event under in insights' ``actions``.
+PIXEL_ACTION_TYPES = {
+    "Purchase": "offsite_conversion.fb_pixel_purchase",
+    "Lead": "offsite_conversion.fb_pixel_lead",
+    "CompleteRegistration": "offsite_conversion.fb_pixel_complete_registration",
+    "InitiateCheckout": "offsite_conversion.fb_pixel_initiate_checkout",
+    "AddToCart": "offsite_conversion.fb_pixel_add_to_cart",
+    "AddPaymentInfo": "offsite_conversion.fb_pixel_add_payment_info",
+    "AddToWishlist": "offsite_conversion.fb_pixel_add_to_wishlist",
+    "Search": "offsite_conversion.fb_pixel_search",
+    "ViewContent": "offsite_conversion.fb_pixel_view_content",
+}
 HASHED_FIELDS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 PASSTHROUGH_FIELDS = ("client_ip_address", "client_user_agent", "fbc", "fbp")
 #: What may be stored: hashed identifiers and pseudonymous cookies. The IP address is sent, never stored.

@@ -86,6 +86,8 @@ class CallStats:
 
 #: Meta's limit of calls in one batch request.
 MAX_BATCH = 50
+#: What one attempt of a request came to: Meta's response, or no response at all.
+Outcome = httpx.Response | httpx.TransportError
 #: One step of :meth:`_Policy.batch_steps`: ("post", the calls to send) or ("pause", seconds).
 BatchStep = tuple[str, Any]
 
@@ -177,6 +179,30 @@ class _Policy:
 
     def pause_before_call(self) -> float:
         return self.retry.pace(self.stats.last_usage)
+
+    def attempts(self, *, carried: int = 0, retry: bool = True) -> Generator[float, Outcome, JSON]:
+        """The retry loop without I/O, so the sync and async clients share it: yields the seconds to pause
+        before each attempt (send back its response, or the transport error it raised); returns the body,
+        or raises the error once retrying is over. ``carried`` > 0 marks a batch of that many calls."""
+        attempt = 0
+        pause = self.pause_before_call()
+        weight = {"graph_requests": carried or 1, "batch": carried > 0}
+        while True:
+            outcome = yield pause
+            try:
+                if isinstance(outcome, httpx.TransportError):
+                    raise GraphTransportError.from_exception(outcome)
+                body = self.check(outcome)
+            except GraphAPIError as error:
+                self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)
+                wait = self.wait_after(error, attempt) if retry else None
+                if wait is None:
+                    raise
+                pause = wait  # the retry's wait already includes the usage pacing: do not wait it twice
+                attempt += 1
+                continue
+            self.stats.record(retried=attempt > 0, **weight)
+            return body
 
     # ── batches ──
 
@@ -300,26 +326,19 @@ class GraphClient:
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                  data: Mapping[str, Any] | None = None, json: Any = None, carried: int = 0) -> JSON:
         """One HTTP request with retries; ``carried`` > 0 marks a batch of that many Graph calls."""
-        attempt = 0
-        pause = self._policy.pause_before_call()
-        weight = {"graph_requests": carried or 1, "batch": carried > 0}
+        steps = self._policy.attempts(carried=carried)
+        pause = next(steps)
         while True:
             self._pause(pause)
             try:
-                response = self._http.request(method, self._policy.url(path), params=params, data=data, json=json)
-                body = self._policy.check(response)
-                self.stats.record(retried=attempt > 0, **weight)
-                return body
+                outcome: Outcome = self._http.request(
+                    method, self._policy.url(path), params=params, data=data, json=json)
             except httpx.TransportError as exc:
-                error: GraphAPIError = GraphTransportError.from_exception(exc)
-            except GraphAPIError as exc:
-                error = exc
-            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)
-            wait = self._policy.wait_after(error, attempt)
-            if wait is None:
-                raise error
-            pause = wait  # the retry's wait already includes the usage pacing: do not wait it twice
-            attempt += 1
+                outcome = exc
+            try:
+                pause = steps.send(outcome)
+            except StopIteration as done:
+                return done.value
 
     def get(self, path: str, **params: Any) -> JSON:
         return self.request("GET", path, params=params)
@@ -390,29 +409,21 @@ class AsyncGraphClient:
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                        data: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True,
                        carried: int = 0) -> JSON:
-        attempt = 0
-        pause = self._policy.pause_before_call()
-        weight = {"graph_requests": carried or 1, "batch": carried > 0}
+        steps = self._policy.attempts(carried=carried, retry=retry)
+        pause = next(steps)
         while True:
             if pause > 0:
                 self.stats.paused_seconds += pause
                 await asyncio.sleep(pause)
             try:
-                response = await self._http.request(method, self._policy.url(path), params=params, data=data,
-                                                    json=json)
-                body = self._policy.check(response)
-                self.stats.record(retried=attempt > 0, **weight)
-                return body
+                outcome: Outcome = await self._http.request(
+                    method, self._policy.url(path), params=params, data=data, json=json)
             except httpx.TransportError as exc:
-                error: GraphAPIError = GraphTransportError.from_exception(exc)
-            except GraphAPIError as exc:
-                error = exc
-            self.stats.record(retried=attempt > 0, throttled=error.kind is ErrorKind.THROTTLED, **weight)
-            wait = self._policy.wait_after(error, attempt) if retry else None
-            if wait is None:
-                raise error
-            pause = wait  # the retry's wait already includes the usage pacing: do not wait it twice
-            attempt += 1
+                outcome = exc
+            try:
+                pause = steps.send(outcome)
+            except StopIteration as done:
+                return done.value
 
     async def get(self, path: str, **params: Any) -> JSON:
         return await self.request("GET", path, params=params)

@@ -165,34 +165,50 @@ class GraphAPIError(Exception):
 
 
 class TransientError(GraphAPIError):
+    """Meta failed for now (1, 2, 5xx, …): retry with backoff."""
+
     fixed_kind = ErrorKind.TRANSIENT
 
 
 class ThrottledError(GraphAPIError):
+    """A rate limit (4, 17, 613, 80000–80014, 130429, 131056…): wait for it to reset, then retry."""
+
     fixed_kind = ErrorKind.THROTTLED
 
 
 class TooMuchDataError(GraphAPIError):
+    """"Please reduce the amount of data": ask for less (a shorter range, fewer objects or fields)."""
+
     fixed_kind = ErrorKind.TOO_MUCH_DATA
 
 
 class AuthError(GraphAPIError):
+    """The token is invalid or expired (190, 102, 463, 467): stop and re-authorize."""
+
     fixed_kind = ErrorKind.AUTH
 
 
 class PermissionDeniedError(GraphAPIError):
+    """The token lacks a permission (10, 200–299): stop and re-authorize."""
+
     fixed_kind = ErrorKind.PERMISSION
 
 
 class OutsideWindowError(GraphAPIError):
+    """The messaging window is closed (10/2018278, 131047): a human agent or a template only."""
+
     fixed_kind = ErrorKind.OUTSIDE_WINDOW
 
 
 class InvalidRequestError(GraphAPIError):
+    """Meta refused a parameter (100): fix the request."""
+
     fixed_kind = ErrorKind.INVALID
 
 
 class PermanentError(GraphAPIError):
+    """Anything else retrying will not fix (user unavailable, undeliverable, template problems…)."""
+
     fixed_kind = ErrorKind.PERMANENT
 
 

@@ -19,11 +19,6 @@ class Usage:
     percent: float = 0.0          # the highest utilisation reported by any header, 0-100
     regain_seconds: float = 0.0   # Meta's estimate of when a blocked caller may call again
 
-    @property
-    def blocked(self) -> bool:
-        return self.regain_seconds > 0
-
-
 def _num(value: object) -> float:
     try:
         return float(value)  # type: ignore[arg-type]

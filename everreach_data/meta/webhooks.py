@@ -478,8 +478,3 @@ def parse_webhook(payload: Any) -> ParsedWebhook:
         else:
             _page_like_entry(platform, entry, f"entry[{i}]", out)
     return out
-
-
-def handled_object(obj: Any) -> bool:
-    """True for the ``object`` kinds we process (the receiver stores others as ``ignored``)."""
-    return isinstance(obj, str) and obj in OBJECT_PLATFORMS

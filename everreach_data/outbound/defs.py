@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from everreach_data.config import Channels
+from everreach_data.db.catalog import table_metadata
 from everreach_data.db.run_liveness import live_runs, runs_in_flight, time_budget
 from everreach_data.outbound import queue
 from everreach_data.outbound.operations import retry_failed
@@ -31,6 +32,13 @@ from everreach_data.outbound.sender import SEND_APPLICATION, SendConfig, drain
 from everreach_data.resources import PostgresResource
 
 QUEUE_TAG = {"everreach/queue": "outbound_messages"}
+
+outbound_message_job = dg.AssetSpec(
+    "outbound_message_job", group_name="outbound", kinds={"postgres", "meta"}, owners=["team:messaging"],
+    description="The outbound queue: one row per send request (written by the send endpoints and the send_message "
+                "job), and what became of it (sent with Meta's id, failed with Meta's reason, or unknown and "
+                "reconciled), written by send_outbound_messages.",
+    metadata={"dagster/table_name": "public.outbound_message_job"})
 SENSOR_INTERVAL_SECONDS = 5
 #: Run monitoring fails a run older than this (``dagster/max_runtime``): a run whose process died can stay
 #: ``STARTED`` in Dagster, and with one run allowed at a time it would hold every send. A healthy run stops
@@ -94,6 +102,12 @@ def drain_outbound_messages(context: dg.OpExecutionContext, config: SendOutbound
                      f"{report.unknown} unknown, {report.reconciled} reconciled in {report.seconds} s")
     if report.paused_channels:
         context.log.warning(f"channels paused (need re-authorization): {report.paused_channels}")
+    if report.claimed or report.reconciled or report.expired or report.flagged:
+        with postgres.connect() as conn:
+            context.log_event(dg.AssetMaterialization(asset_key="outbound_message_job", metadata={
+                "sent": report.sent, "failed": report.failed, "retried": report.retried, "unknown": report.unknown,
+                "reconciled": report.reconciled, "throttled": dg.MetadataValue.json(report.throttled),
+                **table_metadata(conn, "outbound_message_job")}))
     return dg.Output(None, metadata=report.as_metadata())
 
 
@@ -207,5 +221,5 @@ def retry_failed_messages() -> None:
     requeue_failed_messages()
 
 
-defs = dg.Definitions(jobs=[send_outbound_messages, send_message, retry_failed_messages],
+defs = dg.Definitions(assets=[outbound_message_job], jobs=[send_outbound_messages, send_message, retry_failed_messages],
                       sensors=[outbound_messages_sensor])

@@ -9,7 +9,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from everreach_data.conversions.defs import ConversionsAPIResource, meta_conversion_event
+from everreach_data.conversions.defs import ConversionsAPIResource, identifiers_are_hashed, meta_conversion_event
 from everreach_data.resources import PostgresResource
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
@@ -46,7 +46,7 @@ def add_events(db, when: datetime) -> None:
 def materialize(db_url: str, sandbox: str, day: datetime,
                 token: str = SANDBOX_DEFAULTS["META_CONVERSIONS_API_TOKEN"]) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [meta_conversion_event], partition_key=day.date().isoformat(), raise_on_error=False,
+        [meta_conversion_event, identifiers_are_hashed], partition_key=day.date().isoformat(), raise_on_error=False,
         resources={"postgres": PostgresResource(url=db_url),
                    "conversions_api": ConversionsAPIResource(access_token=token, pixel_id=PIXEL,
                                                              graph_url=sandbox)})
@@ -72,6 +72,17 @@ def test_partition_events_are_hashed_sent_once_and_checked(db, db_url, sandbox):
         "external_id": hashlib.sha256(b"00000000-0000-4000-8000-0000000000a2").hexdigest()}
     rows = db.execute("SELECT event_id, status, source_event_id::text AS src FROM meta_conversion_event").fetchall()
     assert all(r["status"] == "sent" and r["event_id"] == r["src"] for r in rows)
+
+    # The hashing check reads the table, so it runs on its own too, and fails on a raw identifier.
+    db.execute("UPDATE meta_conversion_event SET user_data = user_data || '{\"em\": \"ava@example.com\"}' "
+               "WHERE event_name = 'Lead'")
+    check = dg.materialize([meta_conversion_event, identifiers_are_hashed], raise_on_error=False,
+                           selection=dg.AssetSelection.checks(identifiers_are_hashed),
+                           resources={"postgres": PostgresResource(url=db_url),
+                                      "conversions_api": ConversionsAPIResource()})  # not called by the check
+    [evaluation] = check.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["unhashed_values"].value == 1
+    db.execute("UPDATE meta_conversion_event SET user_data = user_data - 'em' WHERE event_name = 'Lead'")
 
     again = materialize(db_url, sandbox, day)  # a re-run sends nothing twice
     assert again.asset_materializations_for_node("meta_conversion_event")[0].metadata["events_sent"].value == 0

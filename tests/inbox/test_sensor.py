@@ -26,19 +26,34 @@ from .helpers import enqueue, message
 
 
 def _evaluate(instance: dg.DagsterInstance, db_url: str, cursor: str | None = None):
+    """(the run request or skip reason, the context with the sensor's new cursor, the reported asset events)."""
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
                                       resources={"postgres": PostgresResource(url=db_url)})
-    return webhook_events_sensor(context), context
+    result = webhook_events_sensor(context)
+    context.update_cursor(result.cursor)
+    return (result.run_requests[0] if result.run_requests else result.skip_reason), context, result.asset_events
+
+
+def test_sensor_reports_what_arrived_in_the_inbox_at_most_once_a_minute(db_url, db):
+    with dg.instance_for_test() as instance:
+        assert not _evaluate(instance, db_url)[2]            # nothing arrived yet
+        enqueue(db, p.MESSENGER, p.WHATSAPP_TEXT)
+        [arrived] = _evaluate(instance, db_url)[2]
+        assert arrived.asset_key == dg.AssetKey("meta_webhook_event")
+        assert arrived.metadata["events_arrived"].value == 2
+        instance.report_runless_asset_event(arrived)         # what the daemon does with a sensor's asset events
+        enqueue(db, p.INSTAGRAM)
+        assert not _evaluate(instance, db_url)[2]            # reported less than a minute ago
 
 
 def test_sensor_requests_a_tagged_run_only_when_events_wait(db_url, db):
     with dg.instance_for_test() as instance:
-        result, _ = _evaluate(instance, db_url)
+        result, _, _ = _evaluate(instance, db_url)
         assert isinstance(result, dg.SkipReason)
         enqueue(db, p.MESSENGER, p.WHATSAPP_TEXT)
-        request, context = _evaluate(instance, db_url)
+        request, context, _ = _evaluate(instance, db_url)
         assert isinstance(request, dg.RunRequest) and request.tags["everreach/queue"] == "webhook_events"
-        again, _ = _evaluate(instance, db_url, cursor=context.cursor)
+        again, _, _ = _evaluate(instance, db_url, cursor=context.cursor)
         assert again.run_key != request.run_key  # a new key per request (the in-flight cap dedupes)
         assert webhook_events_sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
@@ -73,6 +88,15 @@ def test_job_drains_the_inbox(db_url, db):
     assert result.success
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'done'").fetchone()["n"] == 3
     assert message(db, "m_EchoD")["status"] == "read"
+    # The run reports what it wrote to each conversation table, with the table's columns as the schema says.
+    wrote = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node(
+        "drain_webhook_events")}
+    assert set(wrote) == {"conversation_thread", "conversation_message", "message_delivery_event",
+                          "messaging_policy_window"}
+    messages = db.execute("SELECT platform, count(*) AS n FROM conversation_message GROUP BY 1").fetchall()
+    assert wrote["conversation_message"]["messages_by_platform"].value == {r["platform"]: r["n"] for r in messages}
+    columns = {c.name: c.description for c in wrote["conversation_message"]["dagster/column_schema"].schema.columns}
+    assert columns["sent_at"] == "Meta's timestamp of the message" and "payload" in columns
 
 
 def test_queue_runs_end_within_their_max_runtime_so_monitoring_can_fail_dead_ones():

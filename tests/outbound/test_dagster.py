@@ -56,6 +56,9 @@ def test_operator_send_goes_through_the_same_checks_and_queue(monkeypatch, out_s
         assert result.success
         output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
         assert output.event_specific_data.metadata["sent"].value == 2
+        [queue] = result.asset_materializations_for_node("drain_outbound_messages")
+        assert queue.asset_key == dg.AssetKey("outbound_message_job") and queue.metadata["sent"].value == 2
+        assert queue.metadata["dagster/row_count"].value >= 0
         assert len(sandbox_sent(sandbox)) == 2
         assert isinstance(outbound_messages_sensor(dg.build_sensor_context(
             instance=instance, resources={"postgres": resources["postgres"]})), dg.SkipReason)
@@ -104,7 +107,8 @@ def test_a_send_run_is_present_while_it_sends(receiver, sandbox, db, db_url, out
                                                                  run_id="send-run-1")))
     run.start()
     try:
-        wait_for(lambda: live_runs(db, SEND_APPLICATION) == LiveRuns.of("send-run-1"), what="the run's presence")
+        wait_for(lambda: live_runs(db, SEND_APPLICATION) == LiveRuns.of("send-run-1"), timeout=30,
+                 what="the run's presence")
     finally:
         run.join(timeout=30)
     assert live_runs(db, SEND_APPLICATION) == LiveRuns.of()

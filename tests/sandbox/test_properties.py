@@ -56,3 +56,29 @@ def test_bucket_never_counts_past_its_limit(limit: int, gaps: list[float]) -> No
 @given(st.integers(), st.text(max_size=10))
 def test_unit_is_deterministic_and_in_range(seed: int, part: str) -> None:
     assert 0.0 <= unit(seed, part) < 1.0 and unit(seed, part) == unit(seed, part)
+
+
+def test_traffic_can_be_dated_in_the_past():
+    """Sample history (dev's first start): every timestamp in the payloads follows the generator's clock."""
+    import json
+
+    from everreach_sandbox.traffic import TrafficGenerator
+
+    week_ago = 1_764_000_000.0
+    gen = TrafficGenerator(seed=3, clock=lambda: week_ago)
+    bodies = [json.loads(b) for b, _ in zip(gen.bodies(), range(200), strict=False)]
+    stamps = [int(v) / (1000 if len(str(v)) > 11 else 1) for body in bodies
+              for v in _values(body, {"timestamp", "time", "watermark"})]
+    assert stamps and all(week_ago - 60 <= t <= week_ago + 60 for t in stamps)
+
+
+def _values(node, keys):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in keys and isinstance(v, int | str) and str(v).isdigit():
+                yield v
+            else:
+                yield from _values(v, keys)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _values(item, keys)
