@@ -23,6 +23,7 @@ from everreach_data.config import PROJECT_ROOT, Settings, environment, load_sett
 from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
 from everreach_data.db.embedded import EmbeddedPostgresError, start_embedded
 from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
+from everreach_data.receiver.auth import Role
 
 log = logging.getLogger("everreach_data")
 
@@ -101,12 +102,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
-    from everreach_data.receiver.auth import issue_token
+    from everreach_data.receiver.auth import TokenPolicy
 
-    secret = load_settings().secret("JWT_SECRET")
-    if not secret:
-        raise SystemExit("error: JWT_SECRET is not set")
-    print(issue_token(secret, args.sub, ttl_seconds=args.ttl))
+    try:
+        policy = TokenPolicy.from_settings(load_settings())
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(policy.issue(args.sub, args.role, ttl_seconds=args.ttl))
 
 
 def real_meta_configured(settings: Settings) -> bool:
@@ -359,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_env)
 
     p = sub.add_parser("token", help="print a JWT for calling /api/v1 (signed with JWT_SECRET)")
-    p.add_argument("--sub", required=True, help="the operator's user id")
+    p.add_argument("--sub", required=True, help="the caller's user id (recorded as the sender)")
+    p.add_argument("--role", action="append", required=True, choices=[r.value for r in Role],
+                   help="operator (send), analyst (insights, conversions) or admin (both); repeatable. "
+                        "Put at JWT_ROLE_CLAIM, with JWT_AUDIENCE as aud when set")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     p.set_defaults(func=cmd_token)
     p = sub.add_parser("replay-webhooks", help="re-queue stored webhook events for processing")

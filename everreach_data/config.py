@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     FB_ADS_ACCOUNT_ID: str | None = Field(default=None, description="comma-separated for several accounts")
     ADS_LEVELS: str | None = None                          # insights levels ad_performance reads (unset: all)
     ADS_CONVERSION_ACTION_TYPES: str | None = None         # comma-separated; unset = meta.insights' default
+    ADS_BREAKDOWN_REPORTS: str | None = None               # TOML file of breakdown reports (unset: 4 defaults)
+    ADS_ATTRIBUTION_WINDOWS: str | None = None             # comma-separated; unset = every window Meta serves
+    ADS_ACCOUNTS_PER_RUN: int = 10                         # scheduled runs split the accounts into groups
     ADS_LOOKBACK_DAILY_DAYS: int = 3                       # re-pulled every day (the days before yesterday)
     ADS_LOOKBACK_WEEKLY_DAYS: int = 28                     # re-pulled weekly: Meta restates up to 28 days
     PARTITIONS_START_DATE: date = date(2025, 1, 1)         # first daily partition (clamped to Meta's 37 months)
@@ -89,7 +92,10 @@ class Settings(BaseSettings):
     # Webhooks and auth
     META_WEBHOOK_VERIFY_TOKEN: SecretStr | None = None
     META_APP_SECRET: SecretStr | None = None
-    JWT_SECRET: SecretStr | None = None
+    JWT_SECRET: SecretStr | None = None                   # HS256, at least 32 bytes (the receiver checks)
+    JWT_ROLE_CLAIM: str = Field("role", min_length=1)      # dotted path: role, app_metadata.everreach_role, …
+    JWT_AUDIENCE: str | None = None                        # set: tokens must carry this aud (Supabase: authenticated)
+    JWT_LEEWAY_SECONDS: int = Field(30, ge=0, le=300)      # clock skew allowed on nbf and iat (exp is exact)
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
     DAGSTER_PG_URL: SecretStr | None = None   # Dagster's storage; unset: its own database beside the app's

@@ -9,7 +9,7 @@ from everreach_data.ads import defs as ads
 from everreach_data.config import Settings, definition_settings
 from everreach_data.conversions import defs as conversions
 from everreach_data.inbox import defs as inbox
-from everreach_data.meta.insights import DEFAULT_CONVERSION_ACTION_TYPES, LEVELS
+from everreach_data.meta.insights import ATTRIBUTION_WINDOWS, DEFAULT_CONVERSION_ACTION_TYPES, LEVELS
 from everreach_data.organic import defs as organic
 from everreach_data.outbound import defs as outbound
 from everreach_data.reports import defs as reports
@@ -28,7 +28,9 @@ def build_resources(settings: Settings, *, secrets_as_env_vars: bool = True) -> 
             access_token=value(ads.MetaAdsResource.TOKEN_SETTING), ad_account_ids=settings.ad_account_ids,
             levels=settings.csv(settings.ADS_LEVELS) or list(LEVELS),
             conversion_action_types=settings.csv(settings.ADS_CONVERSION_ACTION_TYPES)
-            or list(DEFAULT_CONVERSION_ACTION_TYPES), **graph),
+            or list(DEFAULT_CONVERSION_ACTION_TYPES),
+            attribution_windows=settings.csv(settings.ADS_ATTRIBUTION_WINDOWS) or list(ATTRIBUTION_WINDOWS),
+            **graph),
         "conversions_api": conversions.ConversionsAPIResource(
             access_token=value(conversions.ConversionsAPIResource.TOKEN_SETTING), pixel_id=settings.META_PIXEL_ID,
             **graph),

@@ -180,13 +180,13 @@ def step_send(ctx: DemoContext) -> str:
     from everreach_data.inbox.drain import drain_url
     from everreach_data.outbound.sender import drain
     from everreach_data.receiver.app import create_app
-    from everreach_data.receiver.auth import issue_token
+    from everreach_data.receiver.auth import Role, TokenPolicy
     from everreach_data.serving import serve_in_background
     from everreach_sandbox.traffic import KNOWN_USERS
 
     with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
         ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"
-        token = issue_token(ctx.settings.secret("JWT_SECRET") or "", "demo-operator")
+        token = TokenPolicy.from_settings(ctx.settings).issue("demo-operator", [Role.OPERATOR])
         answer = httpx.post(f"{receiver}/api/v1/integrations/whatsapp/send",
                             headers={"Authorization": f"Bearer {token}"},
                             json={"to": KNOWN_USERS["whatsapp"], "type": "template",

@@ -287,9 +287,23 @@ class GraphRequest:
 
     def fields(self, default: tuple[str, ...] = ("id",)) -> list[str]:
         """The ``fields`` parameter as a list (``id`` always first), or ``default``."""
-        raw = str(self.params.get("fields") or "")
-        names = [f.strip() for f in raw.split(",") if f.strip()] or list(default)
+        names = list_param(self.params.get("fields"), "fields") or list(default)
         return ["id"] + [n for n in names if n != "id"]
+
+
+def list_param(value: Any, name: str) -> list[str] | None:
+    """A list parameter as Meta takes it: comma-separated (``fields=a,b``) or JSON-encoded, as Meta's SDKs
+    send every list (``fields=["a","b"]``); None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise GraphError(100, f"(#100) param {name} must be an array", type="OAuthException") from exc
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
 Handler = Callable[[GraphRequest], Awaitable[Response | dict[str, Any]]]

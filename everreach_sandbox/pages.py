@@ -3,17 +3,33 @@
 Everything is a pure function of (seed, object, metric, day), so the same seed gives the same numbers on
 every run and a restated day (``state.restate_salt``) changes only that day's daily numbers.
 
-- ``GET /{page_id}/posts`` — newest first, ``fields``, ``since``/``until`` on ``created_time``, cursor paging.
+- ``GET /{page_id}/posts`` — newest first, ``fields``, ``since``/``until`` on ``created_time``, cursor paging;
+  photo, status and video posts (``status_type`` ``added_video``).
 - ``GET /{page_id}/insights?metric=…&period=day&since&until`` — one value per day, ``end_time`` at the end
   of the day (``{day+1}T07:00:00+0000``, Meta's Pacific-midnight convention), ``until`` exclusive, at most
   90 days per request; an invalid or retired metric fails the whole request with
   ``(#100) The value must be a valid insights metric``.
-- ``GET /{post_id}/insights?metric=…`` — lifetime values (they grow for 28 days after posting).
-- ``GET /{ig_user_id}/media`` — IMAGE, VIDEO (FEED), VIDEO (REELS) and CAROUSEL_ALBUM media.
+- ``GET /{post_id}/insights?metric=…`` — lifetime values (they grow for 28 days after posting); video posts
+  also have ``post_video_avg_time_watched`` and ``post_video_view_time``.
+- ``GET /{page_id}/video_reels`` and ``GET /{video_id}/video_insights`` — Facebook Reels, whose metrics
+  (``blue_reels_play_count``, ``fb_reels_total_plays``…) are on ``video_insights`` only.
+- ``GET /{ig_user_id}/media`` — IMAGE, VIDEO (FEED), VIDEO (REELS) and CAROUSEL_ALBUM media; nested
+  ``fields`` (``children{id,media_type}``) for a carousel's children, which have no insights.
 - ``GET /{media_id}/insights?metric=…`` — the metric set depends on the media type (Airbyte's
   source-instagram sets); removed metrics (``impressions``, ``plays``, …) get Meta's v22 error.
+- ``GET /{ig_user_id}/stories`` and ``GET /{story_id}/insights`` — stories live for 24 hours: listed and
+  measured (numbers growing hour by hour) only then, an empty data set afterwards, ``(#10) Not enough
+  viewers`` while reach is under 5. When a story expires, a ``story_insights`` webhook with its final
+  numbers goes to the webhook URL (after the next ``/stories`` call, or ``POST /_sandbox/pages/stories/expire``).
 - ``GET /{ig_user_id}/insights`` — ``reach``/``follower_count`` as daily series; ``views``, ``likes``…
-  only with ``metric_type=total_value`` (Meta's error otherwise); at most 30 days per request.
+  only with ``metric_type=total_value`` (Meta's error otherwise), some with ``breakdown=follower_type`` or
+  ``media_product_type``; at most 30 days per request. ``follower_demographics`` and
+  ``engaged_audience_demographics`` with ``period=lifetime``, ``metric_type=total_value``, a ``breakdown``
+  (age, gender, city, country) and a ``timeframe`` (``this_week``/``this_month``; required for the engaged
+  audience; the values withdrawn in v20 refused).
+
+Control routes: ``POST /_sandbox/pages/retire`` (Meta retires metrics: every endpoint refuses them),
+``POST /_sandbox/pages/clock`` (the stories' clock), ``POST /_sandbox/pages/stories/expire``.
 
 Insights answers have Meta's shape ``{"data": [{"name", "period", "values": [{"value", "end_time"}],
 "title", "description", "id"}], "paging": {"previous", "next"?}}``; ``paging.next`` (the following window)
@@ -24,6 +40,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from everreach_sandbox.core import (
     GraphError,
@@ -39,6 +60,8 @@ from everreach_sandbox.core import (
     utc_today,
 )
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from everreach_sandbox.messaging import post_webhooks
+from everreach_sandbox.traffic import story_insights_payload
 
 surface = Surface("pages")
 
@@ -124,6 +147,23 @@ POST_METRICS: dict[str, tuple[int, int, str, str]] = {
         "The number of Like reactions to your post.",
     ),
 }
+
+# Video posts (status_type added_video) also have the post-level video metrics; times in milliseconds.
+VIDEO_POST_METRICS: dict[str, tuple[int, int, str, str]] = {
+    "post_video_avg_time_watched": (2_000, 40_000, "Average time video viewed",
+                                    "The average time, in milliseconds, people spent viewing your video."),
+    "post_video_view_time": (60_000, 9_000_000, "Total video view time",
+                             "The total time, in milliseconds, your video was played."),
+}
+# Facebook Reels, on /{video_id}/video_insights (Meta's Reels metric names).
+REEL_METRICS: dict[str, tuple[int, int, str, str]] = {
+    "blue_reels_play_count": (200, 20_000, "Reel plays", "The number of times your reel started to play."),
+    "fb_reels_total_plays": (250, 24_000, "Total plays", "Plays of your reel, replays included."),
+    "fb_reels_replay_count": (10, 3_000, "Replays", "The number of times your reel was replayed."),
+    **VIDEO_POST_METRICS,
+    "post_video_followers": (0, 60, "New followers", "The number of people who followed your Page from the reel."),
+}
+AVERAGES = frozenset({"post_video_avg_time_watched"})  # not running totals: they do not grow with age
 
 MEDIA_TYPES = ("IMAGE", "CAROUSEL_ALBUM", "REELS", "VIDEO")  # rotation; REELS is VIDEO + product REELS
 MEDIA_METRIC_RANGES: dict[str, tuple[int, int, str]] = {
@@ -228,6 +268,12 @@ UNIQUE_TOTALS = frozenset({"reach", "accounts_engaged"})  # totals of uniques ar
 INVALID_METRIC = "(#100) The value must be a valid insights metric"
 
 
+def retired(state: SandboxState) -> frozenset[str]:
+    """Metrics Meta has retired since the sandbox started (``POST /_sandbox/pages/retire``): refused on
+    every surface as Meta refuses a retired metric."""
+    return frozenset(state.extra.get("pages", {}).get("retired", ()))
+
+
 # ───────────────────────────── the synthetic world ─────────────────────────────
 
 
@@ -317,67 +363,116 @@ CAPTIONS = (
 )
 
 
+POST_STATUS_TYPES = ("added_photos", "mobile_status_update", "added_video")  # rotation
+STORY_DAYS = range(-2, 8)  # stories (1-3 a day) from 2 days ahead (for a moved clock) to a week back
+CAROUSEL_CHILDREN = (2, 3, 4)
+
+
 @surface.populator
 def populate(state: SandboxState) -> None:
-    """The Page, the IG account, and HISTORY_DAYS of posts and media (newest first in ``extra``)."""
+    """The Page, the IG account, and HISTORY_DAYS of posts, Reels and media (newest first in ``extra``),
+    and a few days of stories around today."""
     today = utc_today()
     state.add(Node(PAGE_ID, "page", {"name": "EverReach Sandbox Page", "category": "Software"}))
     state.add(Node(IG_USER_ID, "ig_user", {"username": "everreach.sandbox", "name": "EverReach Sandbox"}))
     posts: list[Node] = []
+    reels: list[Node] = []
     media: list[Node] = []
     for back in range(HISTORY_DAYS):
         day = today - timedelta(days=back)
-        for i in reversed(range(_posts_on(state, "fb", day))):
-            post_id = f"{PAGE_ID}_{10**15 + day.toordinal() * 10 + i}"
-            created = _created(state, "fb", day, i)
-            caption = CAPTIONS[int(unit(state.seed, "fbcaption", day, i) * len(CAPTIONS))]
-            posts.append(
-                state.add(
-                    Node(
-                        post_id,
-                        "page_post",
-                        {
-                            "id": post_id,
-                            "message": caption,
-                            "created_time": created,
-                            "posted": day,
-                            "permalink_url": f"https://www.facebook.com/{PAGE_ID}/posts/{post_id.split('_')[1]}",
-                            "status_type": "added_photos" if i % 2 == 0 else "mobile_status_update",
-                        },
-                    )
-                )
-            )
+        posts += [state.add(_page_post(state, day, i)) for i in reversed(range(_posts_on(state, "fb", day)))]
+        if unit(state.seed, "fbreel", day) < 0.4:
+            reels.append(state.add(_page_reel(state, day, 0)))
         for i in reversed(range(_posts_on(state, "ig", day))):
-            media_id = str(17_900_000_000_000_000 + day.toordinal() * 10 + i)
-            kind = MEDIA_TYPES[(day.toordinal() + i) % len(MEDIA_TYPES)]
-            created = _created(state, "ig", day, i)
-            caption = CAPTIONS[int(unit(state.seed, "igcaption", day, i) * len(CAPTIONS))]
-            code = f"C{media_id[-9:]}"
-            extension = "mp4" if kind in ("REELS", "VIDEO") else "jpg"
-            path = "reel" if kind == "REELS" else "p"
-            media.append(
-                state.add(
-                    Node(
-                        media_id,
-                        "ig_media",
-                        {
-                            "id": media_id,
-                            "caption": caption,
-                            "kind": kind,
-                            "posted": day,
-                            "timestamp": created,
-                            "media_type": "VIDEO" if kind in ("REELS", "VIDEO") else kind,
-                            "media_product_type": "REELS" if kind == "REELS" else "FEED",
-                            "permalink": f"https://www.instagram.com/{path}/{code}/",
-                            "media_url": f"https://scontent.cdninstagram.com/sandbox/{media_id}.{extension}",
-                            "username": "everreach.sandbox",
-                        },
-                    )
-                )
-            )
-    posts.sort(key=lambda n: n.data["created_time"], reverse=True)
-    media.sort(key=lambda n: n.data["timestamp"], reverse=True)
-    state.extra.setdefault("pages", {}).update(posts=posts, media=media)
+            node = state.add(_ig_media(state, day, i))
+            media.append(node)
+            for child in node.data.get("children", ()):
+                state.add(child)
+    stories = [state.add(_ig_story(state, today - timedelta(days=back), i))
+               for back in STORY_DAYS for i in range(1 + _posts_on(state, "story", today - timedelta(days=back)))]
+    for nodes, key in ((posts, "created_time"), (reels, "created_time"), (media, "timestamp"),
+                       (stories, "timestamp")):
+        nodes.sort(key=lambda n, key=key: n.data[key], reverse=True)
+    state.extra.setdefault("pages", {}).update(posts=posts, reels=reels, media=media, stories=stories,
+                                               stories_notified_until=datetime.now(UTC))
+
+
+def _caption(state: SandboxState, kind: str, day: date, i: int) -> str:
+    return CAPTIONS[int(unit(state.seed, f"{kind}caption", day, i) * len(CAPTIONS))]
+
+
+def _page_post(state: SandboxState, day: date, i: int) -> Node:
+    post_id = f"{PAGE_ID}_{10**15 + day.toordinal() * 10 + i}"
+    return Node(post_id, "page_post", {
+        "id": post_id,
+        "message": _caption(state, "fb", day, i),
+        "created_time": _created(state, "fb", day, i),
+        "posted": day,
+        "permalink_url": f"https://www.facebook.com/{PAGE_ID}/posts/{post_id.split('_')[1]}",
+        "status_type": POST_STATUS_TYPES[(day.toordinal() + i) % len(POST_STATUS_TYPES)],
+    })
+
+
+def _page_reel(state: SandboxState, day: date, i: int) -> Node:
+    reel_id = str(1_200_000_000_000_000 + day.toordinal() * 10 + i)
+    return Node(reel_id, "page_reel", {
+        "id": reel_id,
+        "description": _caption(state, "fbreel", day, i),
+        "created_time": _created(state, "fbreel", day, i),
+        "posted": day,
+        "permalink_url": f"https://www.facebook.com/reel/{reel_id}",
+        "length": round(5 + 85 * unit(state.seed, reel_id, "length"), 2),
+    })
+
+
+def _ig_media(state: SandboxState, day: date, i: int) -> Node:
+    media_id = str(17_900_000_000_000_000 + day.toordinal() * 10 + i)
+    kind = MEDIA_TYPES[(day.toordinal() + i) % len(MEDIA_TYPES)]
+    created = _created(state, "ig", day, i)
+    extension = "mp4" if kind in ("REELS", "VIDEO") else "jpg"
+    path = "reel" if kind == "REELS" else "p"
+    data: dict[str, Any] = {
+        "id": media_id,
+        "caption": _caption(state, "ig", day, i),
+        "kind": kind,
+        "posted": day,
+        "timestamp": created,
+        "media_type": "VIDEO" if kind in ("REELS", "VIDEO") else kind,
+        "media_product_type": "REELS" if kind == "REELS" else "FEED",
+        "permalink": f"https://www.instagram.com/{path}/C{media_id[-9:]}/",
+        "media_url": f"https://scontent.cdninstagram.com/sandbox/{media_id}.{extension}",
+        "username": "everreach.sandbox",
+    }
+    if kind == "CAROUSEL_ALBUM":
+        count = CAROUSEL_CHILDREN[int(unit(state.seed, media_id, "children") * len(CAROUSEL_CHILDREN))]
+        data["children"] = [
+            Node(f"{media_id}{k}", "ig_carousel_child", {
+                "id": f"{media_id}{k}",
+                "media_type": "VIDEO" if k == count - 1 and count > 2 else "IMAGE",
+                "media_url": f"https://scontent.cdninstagram.com/sandbox/{media_id}_{k}.jpg",
+                "permalink": data["permalink"],
+                "timestamp": created,
+                "username": "everreach.sandbox",
+            })
+            for k in range(count)
+        ]
+    return Node(media_id, "ig_media", data)
+
+
+def _ig_story(state: SandboxState, day: date, i: int) -> Node:
+    story_id = str(18_100_000_000_000_000 + day.toordinal() * 10 + i)
+    video = unit(state.seed, story_id, "video") < 0.3
+    return Node(story_id, "ig_story", {
+        "id": story_id,
+        "caption": None,
+        "posted": day,
+        "timestamp": _created(state, "story", day, i),
+        "media_type": "VIDEO" if video else "IMAGE",
+        "media_product_type": "STORY",
+        "permalink": f"https://instagram.com/stories/everreach.sandbox/{story_id}/",
+        "media_url": f"https://scontent.cdninstagram.com/sandbox/story_{story_id}.{'mp4' if video else 'jpg'}",
+        "username": "everreach.sandbox",
+    })
 
 
 # ───────────────────────────── parameters ─────────────────────────────
@@ -441,7 +536,8 @@ def _ts(day: date) -> float:
 
 
 def _entry(
-    obj_id: str, name: str, period: str, values: list[dict[str, Any]], title: str, description: str
+    obj_id: str, name: str, period: str, values: list[dict[str, Any]], title: str, description: str,
+    edge: str = "insights",
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -449,7 +545,7 @@ def _entry(
         "values": values,
         "title": title,
         "description": description,
-        "id": f"{obj_id}/insights/{name}/{period}",
+        "id": f"{obj_id}/{edge}/{name}/{period}",
     }
 
 
@@ -494,7 +590,7 @@ async def page_posts(req: GraphRequest) -> dict[str, Any]:
 async def page_insights(req: GraphRequest) -> dict[str, Any]:
     charge_buc(req, PAGE_ID, "pages")
     metrics = _metrics(req)
-    if not metrics or any(m not in PAGE_METRICS for m in metrics):
+    if not metrics or any(m not in PAGE_METRICS or m in retired(req.state) for m in metrics):
         raise GraphError(100, INVALID_METRIC, type="OAuthException")
     period = _period(req)
     since, until = _window(req, 90)
@@ -520,31 +616,63 @@ async def post_node(req: GraphRequest) -> dict[str, Any]:
     return {k: data[k] for k in req.fields(("message", "created_time")) if k in data and k in POST_FIELDS}
 
 
+def _lifetime_entries(req: GraphRequest, catalogue: dict[str, tuple[int, int, str, str]]) -> dict[str, Any]:
+    """Lifetime values of ``req.node`` for the asked metrics; one outside ``catalogue`` (or retired) fails
+    the whole request, as Meta's Pages metrics do."""
+    metrics = _metrics(req)
+    if not metrics or any(m not in catalogue or m in retired(req.state) for m in metrics):
+        raise GraphError(100, INVALID_METRIC, type="OAuthException")
+    posted, today = req.node.data["posted"], utc_today()
+    data = []
+    for m in metrics:
+        low, high, title, description = catalogue[m]
+        if m in AVERAGES:
+            value = int(low + (high - low) * unit(req.state.seed, req.node.id, m))
+        else:
+            value = lifetime_value(req.state, req.node.id, m, posted, low, high, as_of=today)
+        data.append(_entry(req.node.id, m, "lifetime", [{"value": value}], title, description, req.edge or ""))
+    return {"data": data}
+
+
 @surface.route("GET", "page_post", "insights")
 async def post_insights(req: GraphRequest) -> dict[str, Any]:
     charge_buc(req, PAGE_ID, "pages")
-    metrics = _metrics(req)
-    if not metrics or any(m not in POST_METRICS for m in metrics):
-        raise GraphError(100, INVALID_METRIC, type="OAuthException")
-    posted, today = req.node.data["posted"], utc_today()
-    return {
-        "data": [
-            _entry(
-                req.node.id,
-                m,
-                "lifetime",
-                [
-                    {
-                        "value": lifetime_value(
-                            req.state, req.node.id, m, posted, *POST_METRICS[m][:2], as_of=today
-                        )
-                    }
-                ],
-                *POST_METRICS[m][2:],
-            )
-            for m in metrics
-        ]
-    }
+    video = req.node.data["status_type"] == "added_video"
+    return _lifetime_entries(req, {**POST_METRICS, **(VIDEO_POST_METRICS if video else {})})
+
+
+REEL_FIELDS = ("id", "description", "created_time", "permalink_url", "length")
+
+
+def _reel_row(node: Node, wanted: list[str]) -> dict[str, Any]:
+    data = {**node.data, "created_time": meta_time(node.data["created_time"])}
+    return {f: data[f] for f in wanted if f in data and f in REEL_FIELDS}
+
+
+@surface.route("GET", "page", "video_reels")
+async def page_video_reels(req: GraphRequest) -> dict[str, Any]:
+    """The Page's Reels, newest first (``since``/``until`` on the day they were published)."""
+    charge_buc(req, PAGE_ID, "pages")
+    since = parse_day(req.param("since"), "since") if req.param("since") else None
+    until = parse_day(req.param("until"), "until") if req.param("until") else None
+    wanted, now = req.fields(("id",)), datetime.now(UTC)
+    items = [_reel_row(n, wanted) for n in req.state.extra["pages"]["reels"]
+             if not (since and n.data["posted"] < since) and not (until and n.data["posted"] >= until)
+             and n.data["created_time"] <= now]
+    return paged(req, items, default_limit=25, max_limit=100)
+
+
+@surface.route("GET", "page_reel")
+async def reel_node(req: GraphRequest) -> dict[str, Any]:
+    charge_buc(req, PAGE_ID, "pages")
+    return _reel_row(req.node, req.fields(("description", "created_time")))
+
+
+@surface.route("GET", "page_reel", "video_insights")
+async def reel_insights(req: GraphRequest) -> dict[str, Any]:
+    """A Reel's lifetime metrics: on ``/video_insights`` only (its ``/insights`` is not a Reel's edge)."""
+    charge_buc(req, PAGE_ID, "pages")
+    return _lifetime_entries(req, REEL_METRICS)
 
 
 # ───────────────────────────── Instagram endpoints ─────────────────────────────
@@ -561,7 +689,32 @@ MEDIA_FIELDS = (
     "like_count",
     "comments_count",
     "thumbnail_url",
+    "children",
 )
+CHILD_FIELDS = ("id", "media_type", "media_url", "permalink", "timestamp", "username")
+STORY_FIELDS = ("id", "caption", "media_type", "media_product_type", "media_url", "permalink", "timestamp",
+                "username")
+FieldSpec = list[tuple[str, list[str] | None]]
+
+
+def field_spec(req: GraphRequest, default: tuple[str, ...] = ("id",)) -> FieldSpec:
+    """``fields`` as Meta reads it, with one level of nested fields: ``id,children{id,media_type}``. ``id``
+    always comes first."""
+    text, parts, depth, start = str(req.param("fields") or ""), [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "{") - (ch == "}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    spec: FieldSpec = []
+    for part in (p.strip() for p in parts):
+        name, brace, sub = part.partition("{")
+        if name.strip():
+            spec.append((name.strip(), [f.strip() for f in sub.rstrip("}").split(",") if f.strip()]
+                         if brace else None))
+    spec = spec or [(f, None) for f in default]
+    return [("id", None)] + [(n, sub) for n, sub in spec if n != "id"]
 
 
 def media_metric(state: SandboxState, node: Node, metric: str, as_of: date) -> int:
@@ -573,7 +726,11 @@ def media_metric(state: SandboxState, node: Node, metric: str, as_of: date) -> i
     return lifetime_value(state, node.id, metric, node.data["posted"], low, high, as_of)
 
 
-def _media_row(state: SandboxState, node: Node, wanted: list[str]) -> dict[str, Any]:
+def _pick(data: dict[str, Any], spec: FieldSpec, allowed: tuple[str, ...]) -> dict[str, Any]:
+    return {f: data[f] for f, _ in spec if f in data and f in allowed}
+
+
+def _media_row(state: SandboxState, node: Node, spec: FieldSpec) -> dict[str, Any]:
     data = dict(node.data)
     data["timestamp"] = meta_time(data["timestamp"])
     today = utc_today()
@@ -581,7 +738,12 @@ def _media_row(state: SandboxState, node: Node, wanted: list[str]) -> dict[str, 
     data["comments_count"] = media_metric(state, node, "comments", today)
     if data["media_type"] == "VIDEO":
         data["thumbnail_url"] = data["media_url"].rsplit(".", 1)[0] + "_thumb.jpg"
-    return {f: data[f] for f in wanted if f in data and f in MEDIA_FIELDS}
+    if "children" in data:
+        sub = dict(spec).get("children") or ["id"]
+        data["children"] = {"data": [
+            {f: meta_time(c.data[f]) if f == "timestamp" else c.data[f]
+             for f in ["id", *sub] if f in c.data and f in CHILD_FIELDS} for c in data["children"]]}
+    return _pick(data, spec, MEDIA_FIELDS)
 
 
 @surface.route("GET", "ig_user")
@@ -599,13 +761,14 @@ async def ig_user_node(req: GraphRequest) -> dict[str, Any]:
 
 @surface.route("GET", "ig_user", "media")
 async def ig_media_list(req: GraphRequest) -> dict[str, Any]:
+    """Feed media and Reels (stories are on ``/stories``); a carousel's ``children`` as a nested field."""
     charge_buc(req, IG_USER_ID, "instagram")
-    wanted = req.fields(("id",))
+    spec = field_spec(req)
     since = parse_day(req.param("since"), "since") if req.param("since") else None
     until = parse_day(req.param("until"), "until") if req.param("until") else None
     now = datetime.now(UTC)
     items = [
-        _media_row(req.state, n, wanted)
+        _media_row(req.state, n, spec)
         for n in req.state.extra["pages"]["media"]
         if not (since and n.data["posted"] < since)
         and not (until and n.data["posted"] >= until)
@@ -617,24 +780,31 @@ async def ig_media_list(req: GraphRequest) -> dict[str, Any]:
 @surface.route("GET", "ig_media")
 async def ig_media_node(req: GraphRequest) -> dict[str, Any]:
     charge_buc(req, IG_USER_ID, "instagram")
-    return _media_row(req.state, req.node, req.fields(("id",)))
+    return _media_row(req.state, req.node, field_spec(req))
 
 
-@surface.route("GET", "ig_media", "insights")
-async def ig_media_insights(req: GraphRequest) -> dict[str, Any]:
+@surface.route("GET", "ig_carousel_child")
+async def ig_child_node(req: GraphRequest) -> dict[str, Any]:
+    """A carousel's child: its fields, and no insights (Meta has none for media inside an album)."""
     charge_buc(req, IG_USER_ID, "instagram")
-    metrics = _metrics(req)
-    kind = req.node.data["kind"]
-    allowed = MEDIA_METRICS[kind]
+    data = {**req.node.data, "timestamp": meta_time(req.node.data["timestamp"])}
+    return _pick(data, field_spec(req), CHILD_FIELDS)
+
+
+def _check_media_metrics(req: GraphRequest, metrics: list[str], allowed: tuple[str, ...]) -> None:
+    """Meta's three refusals for media insights: a removed (or retired) metric, one the media product type
+    does not have, one that does not exist."""
+    if not metrics:
+        raise GraphError(100, "(#100) The parameter metric is required", type="OAuthException")
     for i, m in enumerate(metrics):
-        if m in REMOVED_MEDIA_METRICS:
+        if m in REMOVED_MEDIA_METRICS or m in retired(req.state):
             raise GraphError(
                 100,
                 f"(#100) Starting from version v22.0 and above, the {m} metric is no longer "
                 "supported for the queried media.",
                 type="OAuthException",
             )
-        if m in ALL_MEDIA_METRICS and m not in allowed:
+        if (m in ALL_MEDIA_METRICS or m in STORY_METRICS) and m not in allowed:
             raise GraphError(
                 100,
                 f"(#100) The Media Insights API does not support the {m} metric for this media product type.",
@@ -646,8 +816,13 @@ async def ig_media_insights(req: GraphRequest) -> dict[str, Any]:
                 f"(#100) metric[{i}] must be one of the following values: {', '.join(allowed)}",
                 type="OAuthException",
             )
-    if not metrics:
-        raise GraphError(100, "(#100) The parameter metric is required", type="OAuthException")
+
+
+@surface.route("GET", "ig_media", "insights")
+async def ig_media_insights(req: GraphRequest) -> dict[str, Any]:
+    charge_buc(req, IG_USER_ID, "instagram")
+    metrics = _metrics(req)
+    _check_media_metrics(req, metrics, MEDIA_METRICS[req.node.data["kind"]])
     today = utc_today()
     return {
         "data": [
@@ -670,20 +845,248 @@ def _media_title(metric: str) -> tuple[str, str]:
     return title, f"{title} of this media, over its lifetime."
 
 
+# ───────────────────────────── Instagram stories ─────────────────────────────
+
+STORY_LIFETIME = timedelta(hours=24)
+#: Final (at expiry) ranges of a story's counts; the API's metrics and the webhook's fields derive from them.
+STORY_COUNTS: dict[str, tuple[int, int]] = {
+    "reach": (3, 800),
+    "extra_views": (0, 400),
+    "replies": (0, 15),
+    "follows": (0, 8),
+    "profile_visits": (0, 40),
+    "shares": (0, 20),
+    "taps_forward": (5, 500),
+    "taps_back": (0, 120),
+    "exits": (1, 200),
+    "swipes_forward": (0, 150),
+}
+STORY_METRICS = ("reach", "replies", "follows", "profile_visits", "shares", "total_interactions", "views",
+                 "navigation")
+#: What Meta's ``story_insights`` webhook carries when a story expires (its documented example's fields).
+STORY_WEBHOOK_FIELDS = ("impressions", "reach", "taps_forward", "taps_back", "exits", "replies")
+MIN_STORY_VIEWERS = 5  # below this Meta answers (#10) Not enough viewers
+
+
+def story_clock(state: SandboxState) -> datetime:
+    """The stories' clock: real time, unless a test moved it (``POST /_sandbox/pages/clock``)."""
+    return state.extra.get("pages", {}).get("now") or datetime.now(UTC)
+
+
+def story_live(node: Node, at: datetime) -> bool:
+    return node.data["timestamp"] <= at < node.data["timestamp"] + STORY_LIFETIME
+
+
+def story_metric(state: SandboxState, node: Node, metric: str, at: datetime) -> int:
+    """A story's count as of ``at``: grows hour by hour and is final from its last hour (23 h) on."""
+    if metric == "navigation":
+        return sum(story_metric(state, node, m, at) for m in ("taps_forward", "taps_back", "exits",
+                                                                "swipes_forward"))
+    if metric == "total_interactions":
+        return sum(story_metric(state, node, m, at) for m in ("replies", "shares"))
+    if metric in ("views", "impressions"):
+        return sum(story_metric(state, node, m, at) for m in ("reach", "extra_views"))
+    hours = int((at - node.data["timestamp"]).total_seconds() // 3600)
+    if hours < 0:
+        return 0
+    low, high = STORY_COUNTS[metric]
+    final = low + (high - low) * unit(state.seed, node.id, metric)
+    growth = 1 - 0.8 ** (min(hours, 23) + 1)
+    return int(round(final * growth / (1 - 0.8**24)))
+
+
+def _story_row(node: Node, spec: FieldSpec) -> dict[str, Any]:
+    return _pick({**node.data, "timestamp": meta_time(node.data["timestamp"])}, spec, STORY_FIELDS)
+
+
+def expired_story_webhooks(state: SandboxState, at: datetime) -> list[dict[str, Any]]:
+    """``story_insights`` payloads for the stories that expired since the last call, as Meta posts them
+    when a story expires (its final numbers), oldest first."""
+    pages = state.extra["pages"]
+    with state.lock:
+        since, pages["stories_notified_until"] = pages["stories_notified_until"], max(
+            at, pages["stories_notified_until"])
+    due = sorted((n for n in pages["stories"] if since < n.data["timestamp"] + STORY_LIFETIME <= at),
+                 key=lambda n: n.data["timestamp"])
+    out = []
+    for node in due:
+        expired = node.data["timestamp"] + STORY_LIFETIME
+        values = {f: story_metric(state, node, f, expired) for f in STORY_WEBHOOK_FIELDS}
+        out.append(story_insights_payload(IG_USER_ID, node.id, values, int(expired.timestamp())))
+    return out
+
+
+@surface.route("GET", "ig_user", "stories")
+async def ig_stories(req: GraphRequest) -> JSONResponse:
+    """The stories live now, newest first. With a webhook URL, the stories that expired since the last
+    look are posted as ``story_insights`` webhooks after the answer (Meta posts them at expiry)."""
+    charge_buc(req, IG_USER_ID, "instagram")
+    state, spec, at = req.state, field_spec(req), story_clock(req.state)
+    items = [_story_row(n, spec) for n in state.extra["pages"]["stories"] if story_live(n, at)]
+    payloads = expired_story_webhooks(state, at) if state.webhook_url else []
+    return JSONResponse(paged(req, items, default_limit=25, max_limit=100),
+                        background=BackgroundTask(post_webhooks, state, payloads) if payloads else None)
+
+
+@surface.route("GET", "ig_story")
+async def ig_story_node(req: GraphRequest) -> dict[str, Any]:
+    charge_buc(req, IG_USER_ID, "instagram")
+    return _story_row(req.node, field_spec(req))
+
+
+@surface.route("GET", "ig_story", "insights")
+async def ig_story_insights(req: GraphRequest) -> dict[str, Any]:
+    """A live story's numbers so far. After 24 hours Meta no longer has them: an empty data set."""
+    charge_buc(req, IG_USER_ID, "instagram")
+    metrics = _metrics(req)
+    _check_media_metrics(req, metrics, STORY_METRICS)
+    at = story_clock(req.state)
+    if not story_live(req.node, at):
+        return {"data": []}
+    if story_metric(req.state, req.node, "reach", at) < MIN_STORY_VIEWERS:
+        raise GraphError(10, "(#10) Not enough viewers for the media to show insights", type="OAuthException")
+    return {"data": [
+        _entry(req.node.id, m, "lifetime", [{"value": story_metric(req.state, req.node, m, at)}],
+               m.replace("_", " ").capitalize(), f"The story's {m.replace('_', ' ')} so far.")
+        for m in metrics
+    ]}
+
+
+# ───────────────────────────── Instagram account insights ─────────────────────────────
+
+#: Account metrics Meta breaks down (``metric_type=total_value``), and the values it reports.
+IG_BREAKDOWNS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "follower_type": (frozenset({"views", "reach"}), ("FOLLOWER", "NON_FOLLOWER")),
+    "media_product_type": (frozenset({"views", "reach", "total_interactions", "likes", "comments", "shares",
+                                      "saves"}), ("POST", "REEL", "STORY", "AD")),
+}
+DEMOGRAPHICS: dict[str, tuple[str, str]] = {
+    "follower_demographics": (
+        "Follower demographics",
+        "The demographic characteristics of followers, including countries, cities and gender distribution.",
+    ),
+    "engaged_audience_demographics": (
+        "Engaged audience demographics",
+        "The demographic characteristics of the engaged audience, including countries, cities and gender "
+        "distribution.",
+    ),
+}
+TIMEFRAMES = ("this_week", "this_month")  # last_14_days, last_30_days, last_90_days, prev_month: gone in v20
+DEMOGRAPHIC_VALUES: dict[str, tuple[str, ...]] = {
+    "age": ("13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"),
+    "gender": ("F", "M", "U"),
+    "country": ("US", "BR", "PT", "GB", "ES", "IN", "DE", "FR", "MX", "CA", "IT", "NL"),
+    "city": ("London, England", "São Paulo, São Paulo (state)", "Lisbon, Lisbon District",
+             "New York, New York", "Madrid, Community of Madrid", "Mumbai, Maharashtra", "Berlin, Berlin",
+             "Porto, Porto District", "Rio de Janeiro, Rio de Janeiro (state)", "Los Angeles, California"),
+}
+#: Share of the audience the reported buckets cover (Meta lists the top 45 cities and countries only).
+DEMOGRAPHIC_COVERAGE = {"age": 1.0, "gender": 1.0, "country": 0.95, "city": 0.6}
+
+
+def split(total: int, weights: list[float]) -> list[int]:
+    """``total`` shared out by ``weights`` in whole numbers that add up to ``total`` (largest remainder)."""
+    raw = [total * w / sum(weights) for w in weights]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _weights(state: SandboxState, *parts: object, values: tuple[str, ...]) -> list[float]:
+    return [0.15 + unit(state.seed, *parts, v) for v in values]
+
+
+def audience_size(state: SandboxState, metric: str, timeframe: str | None, today: date) -> int:
+    """Followers today, or accounts engaged over the timeframe (this week from Monday, this month)."""
+    if metric == "follower_demographics":
+        return follower_total(state, IG_USER_ID, today)
+    start = today - timedelta(days=today.weekday()) if timeframe == "this_week" else today.replace(day=1)
+    low, high = IG_TOTAL_VALUE["accounts_engaged"][:2]
+    days = [start + timedelta(days=n) for n in range((today - start).days + 1)]
+    return int(0.8 * sum(daily_value(state, IG_USER_ID, "accounts_engaged", d, low, high) for d in days))
+
+
+def demographic_results(state: SandboxState, metric: str, timeframe: str | None, keys: list[str],
+                        today: date) -> list[dict[str, Any]]:
+    """Buckets for the breakdown ``keys`` (one, or several combined: ``age,gender``)."""
+    combos: list[tuple[str, ...]] = [()]
+    weights = [1.0]
+    for key in keys:
+        w = _weights(state, metric, key, values=DEMOGRAPHIC_VALUES[key])
+        combos = [(*c, v) for c in combos for v in DEMOGRAPHIC_VALUES[key]]
+        weights = [a * b for a in weights for b in w]
+    covered = min(DEMOGRAPHIC_COVERAGE[k] for k in keys)
+    counts = split(int(audience_size(state, metric, timeframe, today) * covered), weights)
+    return [{"dimension_values": list(c), "value": n} for c, n in zip(combos, counts, strict=True) if n > 0]
+
+
+def _bad(message: str) -> GraphError:
+    return GraphError(100, f"(#100) {message}", type="OAuthException")
+
+
+def _breakdown_keys(req: GraphRequest, known: tuple[str, ...]) -> list[str]:
+    keys = [k.strip() for k in str(req.param("breakdown") or "").split(",") if k.strip()]
+    for i, key in enumerate(keys):
+        if key not in known:
+            raise _bad(f"breakdown[{i}] must be one of the following values: {', '.join(known)}")
+    return keys
+
+
+def _demographics(req: GraphRequest, metrics: list[str]) -> dict[str, Any]:
+    names = ",".join(metrics)
+    if any(m not in DEMOGRAPHICS for m in metrics):
+        raise _bad(f"The following metrics ({names}) cannot be requested together with other metrics")
+    if str(req.param("period") or "") != "lifetime":
+        raise _bad(f"The following metrics ({names}) only support period=lifetime")
+    if str(req.param("metric_type") or "") != "total_value":
+        raise _bad(f"The following metrics ({names}) should be specified with parameter metric_type=total_value")
+    keys = _breakdown_keys(req, tuple(sorted(DEMOGRAPHIC_VALUES)))
+    if not keys:
+        raise _bad(f"The following metrics ({names}) need the parameter breakdown")
+    timeframe = req.param("timeframe")
+    if timeframe is not None and timeframe not in TIMEFRAMES:
+        raise _bad(f"timeframe must be one of the following values: {', '.join(TIMEFRAMES)}")
+    if timeframe is None and "engaged_audience_demographics" in metrics:
+        raise _bad("The parameter timeframe is required for engaged_audience_demographics")
+    today = utc_today()
+    return {"data": [
+        {"name": m, "period": "lifetime", "title": DEMOGRAPHICS[m][0], "description": DEMOGRAPHICS[m][1],
+         "total_value": {"breakdowns": [{"dimension_keys": keys,
+                                         "results": demographic_results(req.state, m, timeframe, keys, today)}]},
+         "id": f"{IG_USER_ID}/insights/{m}/lifetime"}
+        for m in metrics
+    ]}
+
+
+def breakdown_results(state: SandboxState, metric: str, key: str, days: list[date]) -> list[dict[str, Any]]:
+    """Each day's total shared out over the breakdown's values (so one day's results add up to its total)."""
+    low, high = IG_TOTAL_VALUE[metric][:2]
+    values = IG_BREAKDOWNS[key][1]
+    sums = [0] * len(values)
+    for day in days:
+        daily = daily_value(state, IG_USER_ID, metric, day, low, high)
+        for i, n in enumerate(split(daily, _weights(state, metric, key, day, values=values))):
+            sums[i] += n
+    return [{"dimension_values": [v], "value": n} for v, n in zip(values, sums, strict=True)]
+
+
 @surface.route("GET", "ig_user", "insights")
 async def ig_user_insights(req: GraphRequest) -> dict[str, Any]:
     charge_buc(req, IG_USER_ID, "instagram")
     metrics = _metrics(req)
-    total_value = str(req.param("metric_type") or "time_series") == "total_value"
-    catalogue = IG_TOTAL_VALUE if total_value else IG_SERIES
-    known = sorted(set(IG_SERIES) | set(IG_TOTAL_VALUE))
     if not metrics:
         raise GraphError(100, "(#100) The parameter metric is required", type="OAuthException")
+    if any(m in DEMOGRAPHICS for m in metrics):
+        return _demographics(req, metrics)
+    total_value = str(req.param("metric_type") or "time_series") == "total_value"
+    catalogue = IG_TOTAL_VALUE if total_value else IG_SERIES
+    known = sorted(set(IG_SERIES) | set(IG_TOTAL_VALUE) | set(DEMOGRAPHICS))
     for i, m in enumerate(metrics):
-        if m == "impressions":
+        if m == "impressions" or m in retired(req.state):
             raise GraphError(
                 100,
-                "(#100) Starting from version v22.0 and above, the impressions metric is no longer supported",
+                f"(#100) Starting from version v22.0 and above, the {m} metric is no longer supported",
                 type="OAuthException",
             )
         if m not in known:
@@ -707,6 +1110,14 @@ async def ig_user_insights(req: GraphRequest) -> dict[str, Any]:
             f"(#100) The following metrics ({','.join(wrong)}) do not support metric_type=total_value",
             type="OAuthException",
         )
+    keys = _breakdown_keys(req, tuple(IG_BREAKDOWNS))
+    if keys and not total_value:
+        raise _bad("breakdown is only supported with metric_type=total_value")
+    if len(keys) > 1:
+        raise _bad("Only one breakdown can be requested for these metrics")
+    unsupported = [m for m in metrics if keys and m not in IG_BREAKDOWNS[keys[0]][0]]
+    if unsupported:
+        raise _bad(f"The following metrics ({','.join(unsupported)}) do not support the breakdown {keys[0]}")
     period = _period(req)
     since, until = _window(req, 30)
     days = _days(since, until)
@@ -717,13 +1128,17 @@ async def ig_user_insights(req: GraphRequest) -> dict[str, Any]:
         daily = [daily_value(state, IG_USER_ID, m, d, low, high) for d in days]
         if total_value:
             total = int(sum(daily) * 0.8) if m in UNIQUE_TOTALS and len(daily) > 1 else sum(daily)
+            value: dict[str, Any] = {"value": total}
+            if keys:
+                value["breakdowns"] = [{"dimension_keys": keys,
+                                        "results": breakdown_results(state, m, keys[0], days)}]
             data.append(
                 {
                     "name": m,
                     "period": period,
                     "title": title,
                     "description": description,
-                    "total_value": {"value": total},
+                    "total_value": value,
                     "id": f"{IG_USER_ID}/insights/{m}/{period}",
                 }
             )
@@ -739,3 +1154,46 @@ async def ig_user_insights(req: GraphRequest) -> dict[str, Any]:
                 )
             )
     return {"data": data, "paging": _insights_paging(req, since, until)}
+
+
+# ───────────────────────────── control ─────────────────────────────
+
+
+async def control_retire(request: Request) -> JSONResponse:
+    """POST {"metrics": ["post_clicks", …]}: Meta retires these metrics now (an empty list brings them
+    back). Every insights endpoint then refuses them with Meta's error for a retired metric."""
+    state: SandboxState = request.app.state.sandbox
+    body = await request.json()
+    with state.lock:
+        state.extra.setdefault("pages", {})["retired"] = sorted(map(str, body.get("metrics", ())))
+    return JSONResponse({"retired": sorted(retired(state))})
+
+
+async def control_clock(request: Request) -> JSONResponse:
+    """POST {"now": "2025-10-02T12:00:00Z"} moves the stories' clock (which stories are live, their numbers
+    so far, which have expired); {"now": null} follows real time again. Moved back, the story_insights
+    webhooks start again from there."""
+    state: SandboxState = request.app.state.sandbox
+    body = await request.json()
+    moment = datetime.fromisoformat(body["now"].replace("Z", "+00:00")).astimezone(UTC) if body.get("now") else None
+    with state.lock:
+        pages = state.extra["pages"]
+        pages["now"] = moment
+        pages["stories_notified_until"] = min(pages["stories_notified_until"], story_clock(state))
+    return JSONResponse({"now": meta_time(story_clock(state))})
+
+
+async def control_expire_stories(request: Request) -> JSONResponse:
+    """POST: the ``story_insights`` webhooks due now (stories expired since the last look), posted to the
+    webhook URL if there is one, and returned."""
+    state: SandboxState = request.app.state.sandbox
+    payloads = expired_story_webhooks(state, story_clock(state))
+    await post_webhooks(state, payloads)
+    return JSONResponse({"payloads": payloads})
+
+
+surface.control_routes = [
+    Route("/_sandbox/pages/retire", control_retire, methods=["POST"]),
+    Route("/_sandbox/pages/clock", control_clock, methods=["POST"]),
+    Route("/_sandbox/pages/stories/expire", control_expire_stories, methods=["POST"]),
+]

@@ -299,3 +299,10 @@ async def post_traffic(url: str, app_secret: str, *, rate: float, count: int | N
         if tasks:
             await asyncio.gather(*tasks)
     return results
+
+
+def story_insights_payload(ig_user_id: str, media_id: str, metrics: dict[str, int], at: int) -> dict[str, Any]:
+    """Meta's ``story_insights`` webhook for a story that expired at ``at`` (epoch seconds, as Instagram's
+    ``changes`` entries carry it): the story's final numbers beside its ``media_id``."""
+    return {"object": "instagram", "entry": [{"id": ig_user_id, "time": at, "changes": [
+        {"field": "story_insights", "value": {"media_id": media_id, **metrics}}]}]}

@@ -1,5 +1,6 @@
 """Reading ``ad_performance`` for a range: every account and level through async report runs
 (:mod:`everreach_data.meta.insights`), then the range replaced in one transaction (:mod:`.writer`).
+:func:`read_report` is the reading step every insights table shares (breakdowns, attribution).
 Plain code, testable without Dagster; ``defs.py`` wraps it in the asset."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from datetime import date
 
 from everreach_data.ads.writer import Spool, Totals, range_checks, replace_range
 from everreach_data.db.connection import connect
+from everreach_data.meta.ads_objects import resolve_accounts
 from everreach_data.meta.client import GraphClient
-from everreach_data.meta.insights import LEVELS, InsightsOptions, InsightsReader, ad_account_id
+from everreach_data.meta.insights import LEVELS, PLAIN, InsightsOptions, InsightsReader, ReportShape
 
 
 def check_levels(levels: Iterable[str]) -> list[str]:
@@ -23,6 +25,63 @@ def check_levels(levels: Iterable[str]) -> list[str]:
         raise ValueError(f"ADS_LEVELS has unknown level(s) {bad}: choose from {', '.join(LEVELS)}")
     return chosen
 
+
+
+@dataclass
+class ReportRun:
+    """One report read for a range: what was asked, what came back, and what it cost."""
+
+    accounts: list[str]
+    levels: list[str]
+    since: date
+    until: date
+    reader: InsightsReader
+    spool: Spool
+    api_calls: int  # HTTP requests to the Graph API (a batch of up to 50 calls is one)
+    graph_requests: int  # Graph calls those carried (each batch item counts, as Meta counts it)
+    throttled_calls: int
+    paused_seconds: float
+    read_seconds: float
+    rows_written: int = 0
+
+    @property
+    def rows_fetched(self) -> int:
+        return self.spool.rows
+
+    def metadata(self) -> dict[str, object]:
+        """What every insights asset reports about its run."""
+        stats = self.reader.stats
+        return {"rows_fetched": self.rows_fetched, "rows_written": self.rows_written,
+                "api_calls": self.api_calls, "graph_requests": self.graph_requests,
+                "report_runs": stats.report_runs, "splits": stats.splits, "throttled_calls": self.throttled_calls,
+                "accounts": self.accounts, "date_range": f"{self.since}..{self.until}"}
+
+
+def read_report(
+    client: GraphClient,
+    spool: Spool,
+    *,
+    accounts: list[str],
+    levels: list[str],
+    since: date,
+    until: date,
+    shape: ReportShape = PLAIN,
+    options: InsightsOptions | None = None,
+) -> ReportRun:
+    """Every row of one report for the accounts × levels × days, spooled (``FB_ADS_ACCOUNT_ID=me``: the
+    token's accounts, from ``/me/adaccounts``)."""
+    if not accounts:
+        raise ValueError("no ad accounts configured: set FB_ADS_ACCOUNT_ID (comma-separated act_… ids, or me)")
+    accounts = resolve_accounts(client, accounts)
+    reader = InsightsReader(client, options)
+    started = time.perf_counter()
+    for row in reader.read(accounts, levels, since, until, shape):
+        spool.add(row)
+    stats = client.stats
+    return ReportRun(accounts, levels, since, until, reader, spool, api_calls=stats.calls,
+                     graph_requests=stats.graph_requests, throttled_calls=stats.throttled,
+                     paused_seconds=round(stats.paused_seconds, 3),
+                     read_seconds=round(time.perf_counter() - started, 3))
 
 
 @dataclass
@@ -68,15 +127,11 @@ def sync_ad_performance(
     options: InsightsOptions | None = None,
 ) -> SyncResult:
     """Read ``[since, until]`` for every account and level and replace that range in ``ad_performance``."""
-    if not accounts:
-        raise ValueError("no ad accounts configured: set FB_ADS_ACCOUNT_ID (comma-separated act_… ids)")
-    accounts = [ad_account_id(a) for a in accounts]
-    reader = InsightsReader(client, options)
     spool = Spool()
-    started = time.perf_counter()
     try:
-        for row in reader.read(accounts, levels, since, until):
-            spool.add(row)
+        run = read_report(client, spool, accounts=accounts, levels=levels, since=since, until=until,
+                          options=options)
+        accounts, reader = run.accounts, run.reader
         read_done = time.perf_counter()
         with connect(database_url) as conn:
             written = replace_range(conn, spool, accounts=accounts, levels=levels, since=since, until=until)
@@ -103,7 +158,7 @@ def sync_ad_performance(
         throttled_calls=stats.throttled,
         paused_seconds=round(stats.paused_seconds, 3),
         campaigns=len(spool.campaigns),
-        read_seconds=round(read_done - started, 3),
+        read_seconds=run.read_seconds,
         write_seconds=round(write_done - read_done, 3),
         checks=checks,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -76,8 +77,8 @@ def _num(value: Any) -> str:
     return "\\N" if value is None else str(value)
 
 
-def copy_line(row: InsightRow) -> str:
-    """The row as a COPY line; its first field is the Meta campaign id, swapped for our uuid when written."""
+def row_metadata(row: InsightRow) -> str:
+    """Names and the raw actions/action_values, as the JSON of a ``metadata`` column (COPY-escaped)."""
     meta: dict[str, Any] = {
         k: v
         for k, v in (
@@ -91,14 +92,25 @@ def copy_line(row: InsightRow) -> str:
         meta["actions"] = row.actions
     if row.action_values:
         meta["action_values"] = row.action_values
+    return copy_text(json.dumps(meta, ensure_ascii=False, separators=(",", ":")))
+
+
+def metric_fields(row: InsightRow) -> str:
+    """The metrics every insights table has, tab-separated in COPY text: spend … objective."""
+    return (
+        f"{row.spend}\t{row.impressions}\t{row.clicks}\t{_num(row.reach)}\t{_num(row.frequency)}\t"
+        f"{_num(row.cpc)}\t{_num(row.cpm)}\t{_num(row.ctr)}\t{row.conversions}\t{row.conversion_value}\t"
+        f"{copy_text(row.currency)}\t{copy_text(row.objective)}"
+    )
+
+
+def copy_line(row: InsightRow) -> str:
+    """The row as a COPY line; its first field is the Meta campaign id, swapped for our uuid when written."""
     campaign = copy_text(row.campaign_id)
     return (
         f"{campaign}\t{copy_text(row.account_id)}\t{row.level}\t{copy_text(row.object_id)}\t{row.date}\t"
-        f"{campaign}\t{copy_text(row.adset_id)}\t{copy_text(row.ad_id)}\t{row.spend}\t{row.impressions}\t"
-        f"{row.clicks}\t{_num(row.reach)}\t{_num(row.frequency)}\t{_num(row.cpc)}\t{_num(row.cpm)}\t"
-        f"{_num(row.ctr)}\t{row.conversions}\t{row.conversion_value}\t{copy_text(row.currency)}\t"
-        f"{copy_text(row.objective)}\t"
-        f"{copy_text(json.dumps(meta, ensure_ascii=False, separators=(',', ':')))}\n"
+        f"{campaign}\t{copy_text(row.adset_id)}\t{copy_text(row.ad_id)}\t{metric_fields(row)}\t"
+        f"{row_metadata(row)}\n"
     )
 
 
@@ -126,8 +138,10 @@ class Totals:
 
 @dataclass
 class Spool:
-    """Rows in COPY format on disk (in memory while small), with the campaigns and totals seen."""
+    """Rows in COPY format on disk (in memory while small), with the campaigns and totals seen. ``line``
+    is the table's COPY line(s) for a row (``ad_performance``'s by default)."""
 
+    line: Callable[[InsightRow], str] = copy_line
     file: IO[bytes] = field(default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=8 << 20))
     campaigns: dict[str, tuple[str, str, str | None]] = field(
         default_factory=dict
@@ -137,7 +151,7 @@ class Spool:
     rows: int = 0
 
     def add(self, row: InsightRow) -> None:
-        self.file.write(copy_line(row).encode())
+        self.file.write(self.line(row).encode())
         if row.campaign_id not in self.campaigns or row.campaign_name:
             self.campaigns[row.campaign_id] = (
                 row.campaign_name or row.campaign_id,
@@ -207,12 +221,26 @@ def replace_range(
         return cur.rowcount
 
 
-CHECKS_SQL = """
-SELECT count(*) FILTER (WHERE spend < 0)                AS negative_spend,
-       count(*) FILTER (WHERE clicks > impressions)     AS clicks_over_impressions,
-       count(*)                                         AS rows_in_range
-FROM ad_performance
+def replace_rows(conn: psycopg.Connection, spool: Spool, *, delete: str, copy: str, params: dict[str, Any]) -> int:
+    """Delete a range and COPY the spooled rows in one transaction (the long tables beside
+    ``ad_performance``, whose rows need no campaign uuid). Returns rows written."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(delete, params)
+        with cur.copy(copy) as out:
+            for block in spool.lines():
+                out.write(block)
+        return cur.rowcount
+
+
+ROWS_IN_RANGE = """
+SELECT count(*) AS rows_in_range FROM ad_performance
 WHERE ad_account_id = ANY(%(accounts)s) AND level = ANY(%(levels)s) AND date BETWEEN %(since)s AND %(until)s
+"""
+#: What the table's own checks count, over the whole table (they run without a sync: no call to Meta).
+TABLE_CHECKS = """
+SELECT count(*) FILTER (WHERE spend < 0) AS negative_spend,
+       count(*) FILTER (WHERE clicks > impressions) AS clicks_over_impressions
+FROM ad_performance
 """
 
 CURRENCIES_SQL = """
@@ -226,8 +254,8 @@ GROUP BY ad_account_id
 def range_checks(
     conn: psycopg.Connection, *, accounts: list[str], levels: list[str], since: date, until: date
 ) -> dict[str, Any]:
-    """What the asset checks assert, read back from the table after the write."""
+    """What the run's own checks assert, read back from the table after the write."""
     params = {"accounts": accounts, "levels": levels, "since": since, "until": until}
-    counts = conn.execute(CHECKS_SQL, params).fetchone()
+    counts = conn.execute(ROWS_IN_RANGE, params).fetchone()
     currencies = {r["ad_account_id"]: r["currencies"] for r in conn.execute(CURRENCIES_SQL, params)}
     return {**counts, "currencies": currencies}

@@ -22,7 +22,8 @@ from typing import Any
 import psycopg
 
 from everreach_data.db.fast_json import jsonb
-from everreach_data.meta.webhooks import Deletion, Delivery, Message, Read, Record, Status
+from everreach_data.meta.webhooks import Deletion, Delivery, Message, Read, Record, Status, StoryInsights
+from everreach_data.organic.store import write_story_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class Rows:
     receipts: list[dict[str, Any]] = field(default_factory=list)
     watermarks: list[dict[str, Any]] = field(default_factory=list)
     threads_created: int = 0
+    stories: list[StoryInsights] = field(default_factory=list)  # Instagram story_insights (organic tables)
 
     def add(self, record: Record) -> None:
         if isinstance(record, Message):
@@ -184,6 +186,8 @@ class Rows:
                 self._watermark(record, "read", record.watermark_ms)
         elif isinstance(record, Deletion):
             self._receipt(record.platform, record.mid, "deleted", record.timestamp_ms)
+        elif isinstance(record, StoryInsights):
+            self.stories.append(record)
 
     def _receipt(self, platform: str, mid: str, event_type: str, ts: int) -> None:
         self.receipts.append({"platform": platform, "mid": mid, "event_type": event_type, "ts": ts,
@@ -209,6 +213,8 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
     for record in records:
         rows.add(record)
     named_threads = [t for t in rows.threads if t["participant_name"] is not None]
+    if rows.stories:  # no thread locks: first
+        write_story_webhooks(conn, rows.stories)
     if rows.threads:
         rows.threads_created = conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)}).rowcount
     if rows.watermarks:

@@ -14,9 +14,18 @@ half the page size. Throttling is the client's (usage headers of every batch ite
 (expired token, missing permission, a bad field) stop the read with :class:`InsightsError`, whose message
 says what to fix.
 
+The same machinery reads every report: a :class:`ReportShape` adds ``breakdowns`` (a row per object, day
+and breakdown values), ``action_breakdowns`` and ``action_attribution_windows`` (a key per window on each
+action) to the level's fields. Meta's rules for them are kept here: the windows it still serves
+(:data:`ATTRIBUTION_WINDOWS`; 7d_view and 28d_view are refused, Meta stopped returning them on 12 January
+2026), and reach, which Meta withholds from breakdown queries starting more than
+:data:`REACH_BREAKDOWN_MONTHS` months back — such rows have no reach, and a breakdown range crossing that
+line is cut there so its recent part keeps it.
+
 Rows are parsed here and nowhere else: Meta sends every metric as a string; money and rates become
 ``Decimal`` and counts ``int``. ``conversions``/``conversion_value`` are summed from ``actions`` /
-``action_values`` over a list of action types (:data:`DEFAULT_CONVERSION_ACTION_TYPES`).
+``action_values`` over a list of action types (:data:`DEFAULT_CONVERSION_ACTION_TYPES`), and
+:func:`attribution_values` reads them per window.
 """
 
 from __future__ import annotations
@@ -37,6 +46,13 @@ from everreach_data.meta.errors import ErrorKind, GraphAPIError
 LEVELS = ("campaign", "adset", "ad")
 #: Meta serves insights for the last 37 months only (older start dates are refused with error 3018).
 RETENTION_MONTHS = 37
+#: Since 10 June 2025 Meta returns no reach for breakdown queries starting more than 13 months back.
+REACH_BREAKDOWN_MONTHS = 13
+#: The attribution windows Meta serves (``action_attribution_windows``), and those it no longer does.
+ATTRIBUTION_WINDOWS = ("1d_click", "7d_click", "28d_click", "1d_view", "1d_engaged_view")
+REMOVED_WINDOWS = {"7d_view": "12 January 2026", "28d_view": "12 January 2026"}
+#: An action's ``value``: since June 2025 the ad set's own attribution setting, as in Ads Manager.
+DEFAULT_WINDOW = "default"
 ACCOUNT_PREFIX = "act_"
 
 
@@ -114,6 +130,21 @@ AGGREGATE_ACTION_TYPES: dict[str, frozenset[str]] = {
     "onsite_conversion.lead_grouped": frozenset({"leadgen_grouped", "onsite_conversion.lead"}),
 }
 
+def check_windows(windows: Iterable[str]) -> tuple[str, ...]:
+    """The attribution windows asked for, refused (saying why) when Meta no longer serves or never had one."""
+    chosen = tuple(dict.fromkeys(w.strip() for w in windows if w.strip() and w.strip() != DEFAULT_WINDOW))
+    for w in chosen:
+        if w in REMOVED_WINDOWS:
+            raise ValueError(
+                f"attribution window {w!r} is no longer served: Meta stopped returning the 7-day and 28-day "
+                f"view windows on {REMOVED_WINDOWS[w]}; choose from {', '.join(ATTRIBUTION_WINDOWS)} "
+                f"(and {DEFAULT_WINDOW}, the ad set's own setting)"
+            )
+        if w not in ATTRIBUTION_WINDOWS:
+            raise ValueError(f"unknown attribution window {w!r}: choose from {', '.join(ATTRIBUTION_WINDOWS)}")
+    return chosen
+
+
 #: Fields asked for at each level (ids and names of the level and its parents; no action breakdowns).
 METRIC_FIELDS = (
     "account_currency",
@@ -129,11 +160,35 @@ METRIC_FIELDS = (
     "actions",
     "action_values",
 )
-LEVEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "campaign": ("campaign_id", "campaign_name", *METRIC_FIELDS),
-    "adset": ("campaign_id", "campaign_name", "adset_id", "adset_name", *METRIC_FIELDS),
-    "ad": ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name", *METRIC_FIELDS),
+LEVEL_IDS: dict[str, tuple[str, ...]] = {
+    "campaign": ("campaign_id", "campaign_name"),
+    "adset": ("campaign_id", "campaign_name", "adset_id", "adset_name"),
+    "ad": ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name"),
 }
+LEVEL_FIELDS: dict[str, tuple[str, ...]] = {level: (*ids, *METRIC_FIELDS) for level, ids in LEVEL_IDS.items()}
+ID_FIELDS = frozenset(f for ids in LEVEL_IDS.values() for f in ids)
+
+
+@dataclass(frozen=True)
+class ReportShape:
+    """What a report asks for besides the level's ids and names: its metrics, ``breakdowns``,
+    ``action_breakdowns`` and ``action_attribution_windows`` (``ad_performance`` has none of the three)."""
+
+    metrics: tuple[str, ...] = METRIC_FIELDS
+    breakdowns: tuple[str, ...] = ()
+    action_breakdowns: tuple[str, ...] = ()
+    windows: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"breakdowns {','.join(self.breakdowns)}"] if self.breakdowns else []
+        if self.action_breakdowns:
+            parts.append(f"action breakdowns {','.join(self.action_breakdowns)}")
+        if self.windows:
+            parts.append(f"windows {','.join(self.windows)}")
+        return "".join(f", {p}" for p in parts)
+
+
+PLAIN = ReportShape()
 #: Every status, so paused, archived and deleted objects' past delivery is not silently dropped.
 ALL_STATUSES = (
     "ACTIVE",
@@ -204,6 +259,8 @@ class InsightRow:
     objective: str | None
     actions: list[dict[str, Any]]
     action_values: list[dict[str, Any]]
+    breakdowns: tuple[tuple[str, str], ...] = ()  # (breakdown, value) in the report's order
+    attribution_setting: str | None = None
 
 
 def _decimal(raw: Mapping[str, Any], key: str) -> Decimal | None:
@@ -240,6 +297,7 @@ def parse_row(
     account_id: str,
     level: str,
     action_types: Sequence[str] = DEFAULT_CONVERSION_ACTION_TYPES,
+    breakdowns: Sequence[str] = (),
 ) -> InsightRow:
     """One insights row (``time_increment=1``) as Meta sends it, typed; ``ValueError`` names a bad field."""
     id_key = f"{level}_id"
@@ -275,7 +333,25 @@ def parse_row(
         objective=raw.get("objective"),
         actions=actions,
         action_values=values,
+        breakdowns=tuple((b, str(raw.get(b) if raw.get(b) is not None else "")) for b in breakdowns),
+        attribution_setting=raw.get("attribution_setting"),
     )
+
+
+def attribution_values(
+    row: InsightRow, action_types: Sequence[str], windows: Sequence[str]
+) -> Iterator[tuple[str, str, Decimal, Decimal]]:
+    """``(action_type, window, conversions, value)`` for each action type in ``action_types`` the row has,
+    for each window asked for and :data:`DEFAULT_WINDOW` (the item's ``value``). A window Meta leaves out
+    of an item counted nothing in it."""
+    counts = {i.get("action_type"): i for i in row.actions if isinstance(i, Mapping)}
+    values = {i.get("action_type"): i for i in row.action_values if isinstance(i, Mapping)}
+    for action_type in action_types:
+        if action_type not in counts and action_type not in values:
+            continue
+        count, value = counts.get(action_type, {}), values.get(action_type, {})
+        for window, key in ((DEFAULT_WINDOW, "value"), *((w, w) for w in windows)):
+            yield (action_type, window, _decimal(count, key) or Decimal(0), _decimal(value, key) or Decimal(0))
 
 
 # ───────────────────────────── report runs ─────────────────────────────
@@ -295,6 +371,7 @@ class ReportRequest:
     attempt: int = 0
     fields: tuple[str, ...] | None = None
     part_of: int | None = None
+    shape: ReportShape = PLAIN
 
     @property
     def days(self) -> int:
@@ -302,12 +379,12 @@ class ReportRequest:
 
     @property
     def asked_fields(self) -> tuple[str, ...]:
-        return self.fields or LEVEL_FIELDS[self.level]
+        return self.fields or (*LEVEL_IDS[self.level], *self.shape.metrics)
 
     def describe(self) -> str:
         ids = f", {len(self.campaign_ids)} campaigns" if self.campaign_ids else ""
         fields = f", fields {','.join(self.fields)}" if self.fields else ""
-        return f"{self.account_id} level {self.level} {self.since}..{self.until}{ids}{fields}"
+        return f"{self.account_id} level {self.level} {self.since}..{self.until}{self.shape.describe()}{ids}{fields}"
 
 
 @dataclass
@@ -366,6 +443,12 @@ class ReadStats:
     splits: int = 0
     failed_runs: int = 0  # runs Meta reported "Job Failed"/"Job Skipped" (retried once, then split)
     rows: dict[str, int] = field(default_factory=dict)  # level → rows read
+    rows_without_reach: int = 0  # rows Meta sent no reach for although it was asked for
+
+
+def reach_cutoff(today: date) -> date:
+    """The first day a breakdown query may start on and still get reach from Meta."""
+    return months_before(today, REACH_BREAKDOWN_MONTHS)
 
 
 def chunks(since: date, until: date, days: int) -> list[tuple[date, date]]:
@@ -412,12 +495,13 @@ class InsightsReader:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        today: Callable[[], date] = date.today,
     ) -> None:
         self.client = client
         self.options = options or InsightsOptions()
         self.options.action_types = check_action_types(self.options.action_types)
         self.stats = ReadStats()
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._today = sleep, clock, today
         self._campaigns: dict[str, tuple[str, ...]] = {}
         self._merges: dict[int, _Merge] = {}
         self._merge_ids = itertools.count()
@@ -425,16 +509,21 @@ class InsightsReader:
     # ── planning and splitting ──
 
     def plan(
-        self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date
+        self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date, shape: ReportShape = PLAIN
     ) -> list[ReportRequest]:
         bad = [lv for lv in levels if lv not in LEVELS]
         if bad:
             raise ValueError(f"unknown insights level(s) {bad}: choose from {', '.join(LEVELS)}")
+        spans = [(since, until)]
+        cutoff = reach_cutoff(self._today())
+        if shape.breakdowns and "reach" in shape.metrics and since < cutoff <= until:
+            spans = [(since, cutoff - timedelta(days=1)), (cutoff, until)]  # the recent part keeps its reach
         return [
-            ReportRequest(acct, level, a, b)
+            ReportRequest(acct, level, a, b, shape=shape)
             for acct in accounts
             for level in levels
-            for a, b in chunks(since, until, self.options.chunk_days)
+            for start, end in spans
+            for a, b in chunks(start, end, self.options.chunk_days)
         ]
 
     def campaign_ids(self, account_id: str) -> tuple[str, ...]:
@@ -479,11 +568,11 @@ class InsightsReader:
                 replace(request, campaign_ids=ids[:half], attempt=0),
                 replace(request, campaign_ids=ids[half:], attempt=0),
             ]
-        metrics = [f for f in request.asked_fields if f in METRIC_FIELDS]
+        metrics = [f for f in request.asked_fields if f not in ID_FIELDS]
         if len(metrics) > 1:
             # Airbyte's last resort too: the same rows in two runs, each with the ids and names and half
-            # the metrics, merged by (day, object id) before parsing.
-            keys = tuple(f for f in request.asked_fields if f not in METRIC_FIELDS)
+            # the metrics, merged by (day, object id, breakdown values) before parsing.
+            keys = tuple(f for f in request.asked_fields if f in ID_FIELDS)
             if request.part_of is None:
                 group = next(self._merge_ids)
                 self._merges[group] = _Merge(pending=2)
@@ -508,8 +597,10 @@ class InsightsReader:
         assert request.part_of is not None
         merge = self._merges[request.part_of]
         id_key = f"{request.level}_id"
+        breakdowns = request.shape.breakdowns
         for raw in rows:
-            merge.rows.setdefault((raw.get("date_start"), raw.get(id_key)), {}).update(raw)
+            key = (raw.get("date_start"), raw.get(id_key), *(raw.get(b) for b in breakdowns))
+            merge.rows.setdefault(key, {}).update(raw)
         if not last_page:
             return []
         merge.pending -= 1
@@ -525,7 +616,7 @@ class InsightsReader:
         ]
         if request.campaign_ids is not None:
             filtering.append({"field": "campaign.id", "operator": "IN", "value": list(request.campaign_ids)})
-        return {
+        params = {
             "level": request.level,
             "fields": ",".join(request.asked_fields),
             "time_range": json.dumps(
@@ -535,6 +626,12 @@ class InsightsReader:
             "filtering": json.dumps(filtering),
             "use_unified_attribution_setting": "true",
         }
+        shape = request.shape
+        for name, values in (("breakdowns", shape.breakdowns), ("action_breakdowns", shape.action_breakdowns),
+                             ("action_attribution_windows", shape.windows)):
+            if values:
+                params[name] = json.dumps(list(values))
+        return params
 
     def _start_call(self, request: ReportRequest) -> BatchCall:
         return BatchCall("POST", f"{request.account_id}/insights", self._params(request))
@@ -565,20 +662,24 @@ class InsightsReader:
         return BatchCall("GET", f"{reading.job.run_id}/insights", params)
 
     def _parse(self, job: _Job, raws: Iterable[Mapping[str, Any]]) -> Iterator[InsightRow]:
+        shape = job.request.shape
         for raw in raws:
             row = parse_row(
                 raw,
                 account_id=job.request.account_id,
                 level=job.request.level,
                 action_types=self.options.action_types,
+                breakdowns=shape.breakdowns,
             )
             self.stats.rows[row.level] = self.stats.rows.get(row.level, 0) + 1
+            if row.reach is None and "reach" in shape.metrics:
+                self.stats.rows_without_reach += 1
             yield row
 
     # ── the loop ──
 
     def read(
-        self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date
+        self, accounts: Sequence[str], levels: Sequence[str], since: date, until: date, shape: ReportShape = PLAIN
     ) -> Iterator[InsightRow]:
         """Every row for the accounts × levels × days, as report runs finish (not in date order).
 
@@ -586,7 +687,7 @@ class InsightsReader:
         report runs, poll the runs that are due, and fetch the next page of every finished run. A round
         with nothing but polls to send first sleeps until the earliest is due, and takes along every run
         due within half its delay, so runs started together are polled together."""
-        queue: deque[ReportRequest] = deque(self.plan(accounts, levels, since, until))
+        queue: deque[ReportRequest] = deque(self.plan(accounts, levels, since, until, shape))
         in_flight: list[_Job] = []
         reading: list[_Reading] = []
         opts = self.options

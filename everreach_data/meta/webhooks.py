@@ -136,7 +136,20 @@ class Status:
     biz_opaque_callback_data: str | None = None
 
 
-Record = Message | Delivery | Read | Deletion | Status
+@dataclass(frozen=True, slots=True)
+class StoryInsights:
+    """Instagram ``story_insights``: a story's final numbers, sent when it expires (Meta serves story
+    insights for 24 hours only). ``metrics`` holds every number the value carries beside ``media_id``
+    (``impressions``, ``reach``, ``taps_forward``…), so fields Meta adds are kept too."""
+
+    platform: Platform
+    channel_id: str                 # the Instagram professional account
+    media_id: str
+    metrics: tuple[tuple[str, int | float], ...]
+    timestamp_ms: int | None        # the entry's time: the story's expiry
+
+
+Record = Message | Delivery | Read | Deletion | Status | StoryInsights
 
 
 @dataclass(slots=True)
@@ -333,8 +346,19 @@ def _page_like_entry(platform: Platform, entry: dict[str, Any], path: str, out: 
             if change.get("field") in ("messages", "messaging_postbacks", "message_reactions") and (
                     platform == "instagram"):
                 _messaging_item(platform, channel_id, entry_ms, change.get("value"), f"{cpath}.value", out)
+            elif change.get("field") == "story_insights" and platform == "instagram":
+                out.records.append(_story_insights(channel_id, entry_ms, change.get("value"), f"{cpath}.value"))
             else:
                 out.ignored += 1
+
+
+def _story_insights(channel_id: str, entry_time: int | None, value: Any, path: str) -> StoryInsights:
+    value = _obj(value, path)
+    metrics = tuple((k, v) for k, v in value.items()
+                    if k != "media_id" and isinstance(v, int | float) and not isinstance(v, bool))
+    # Instagram's changes entries carry time in seconds (messaging entries in milliseconds).
+    ms = entry_time * 1000 if entry_time is not None and entry_time < 10**11 else entry_time
+    return StoryInsights("instagram", channel_id, _id(value.get("media_id"), f"{path}.media_id"), metrics, ms)
 
 
 # ───────────────────────────── WhatsApp ─────────────────────────────

@@ -1,5 +1,9 @@
 """A send request, from validated input to a queued job: the one path the HTTP endpoints and the operators'
-``send_message`` Dagster job share (so both get the same validation, policy windows and idempotency)."""
+``send_message`` Dagster job share (so both get the same validation, policy windows and idempotency).
+
+Unknown fields are refused (a misspelt ``recipent_id`` must not be ignored), except inside the objects that
+are Meta's own and passed through as they are — template ``components`` and ``interactive`` — where Meta
+adds fields with its versions."""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class QuickReply(BaseModel):
     content_type: Literal["text", "user_phone_number", "user_email"] = "text"
     title: str | None = Field(None, min_length=1, max_length=20)
     payload: str | None = Field(None, min_length=1, max_length=1000)
-    image_url: str | None = Field(None, pattern=URL)
+    image_url: str | None = Field(None, pattern=URL, max_length=2000)
 
 
 class Attachment(BaseModel):
@@ -56,7 +60,7 @@ class MessengerSend(BaseModel):
     quick_replies: list[QuickReply] | None = Field(None, max_length=wire.MAX_QUICK_REPLIES)
     attachment: Attachment | None = None
     human_agent: bool = Field(False, description="a person (not a bot) wrote this message")
-    tag: str | None = Field(None, description="only HUMAN_AGENT; needs human_agent: true")
+    tag: str | None = Field(None, max_length=64, description="only HUMAN_AGENT; needs human_agent: true")
 
     def check(self) -> None:
         if self.text is None and self.attachment is None:
@@ -83,7 +87,24 @@ class Template(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
     language: TemplateLanguage
-    components: list[dict[str, Any]] | None = None
+    components: list[dict[str, Any]] | None = Field(
+        None, max_length=20, description="Meta's template components (header, body, buttons) with their parameters, "
+                                         "passed through as given")
+
+
+class InteractiveAction(BaseModel):
+    """The interactive message's ``action``: Meta's object, passed through; only reply buttons are checked."""
+
+    model_config = ConfigDict(extra="allow")
+    buttons: list[dict[str, Any]] | None = Field(None, max_length=3, description="reply buttons: at most 3")
+
+
+class Interactive(BaseModel):
+    """Meta's ``interactive`` object (``header``, ``body``, ``footer`` pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["button", "list", "cta_url", "product", "product_list", "flow"]
+    action: InteractiveAction
 
 
 class Media(BaseModel):
@@ -103,7 +124,7 @@ class WhatsAppSend(BaseModel):
                   "sticker"] = "text"
     message: str | None = Field(None, min_length=1, max_length=4096)
     template: Template | None = None
-    interactive: dict[str, Any] | None = None
+    interactive: Interactive | None = None
     media: Media | None = None
     preview_url: bool = False
 
@@ -119,13 +140,8 @@ class WhatsAppSend(BaseModel):
             raise InvalidRequest("type 'text' needs message", "message")
         if self.type == "template" and self.template is None:
             raise InvalidRequest("type 'template' needs template {name, language {code}}", "template")
-        if self.type == "interactive":
-            i = self.interactive or {}
-            if i.get("type") not in ("button", "list", "cta_url", "product", "product_list", "flow") \
-                    or not isinstance(i.get("action"), dict):
-                raise InvalidRequest("interactive needs type (button, list, …) and action", "interactive")
-            if i.get("type") == "button" and len(i["action"].get("buttons") or []) > 3:
-                raise InvalidRequest("at most 3 reply buttons", "interactive.action.buttons")
+        if self.type == "interactive" and self.interactive is None:
+            raise InvalidRequest("interactive needs type (button, list, …) and action", "interactive")
         if self.type in ("media", *wire.WHATSAPP_MEDIA_TYPES):
             if self.media is None:
                 raise InvalidRequest(f"type {self.type!r} needs media {{link}}", "media")
@@ -136,16 +152,31 @@ class WhatsAppSend(BaseModel):
                                      "media.type")
 
 
+class QueuedSend(BaseModel):
+    """The answer to a send request (202): the job that will send it."""
+
+    success: Literal[True] = True
+    job_id: uuid.UUID
+    thread_id: uuid.UUID
+    platform: Literal["messenger", "instagram", "whatsapp"]
+    recipient_id: str
+    used_message_tag: bool = Field(description="sent as MESSAGE_TAG HUMAN_AGENT (24 h – 7 days after the "
+                                               "customer's last message)")
+    status: str = Field(description="queued; for a replayed Idempotency-Key, the job's state now")
+
+
 @dataclass(frozen=True)
 class Queued:
     job: dict[str, Any]
     created: bool
 
+    def answer(self) -> QueuedSend:
+        return QueuedSend(job_id=self.job["job_id"], thread_id=self.job["thread_id"], platform=self.job["platform"],
+                          recipient_id=self.job["recipient_id"], used_message_tag=self.job["tag"] is not None,
+                          status="queued" if self.created else self.job["status"])
+
     def response(self) -> dict[str, Any]:
-        return {"success": True, "job_id": str(self.job["job_id"]), "thread_id": str(self.job["thread_id"]),
-                "platform": self.job["platform"], "recipient_id": self.job["recipient_id"],
-                "used_message_tag": self.job["tag"] is not None, "status": "queued"
-                if self.created else self.job["status"]}
+        return self.answer().model_dump(mode="json")
 
 
 def channel_for(channels: Channels, platform: str) -> str:
@@ -192,7 +223,8 @@ async def queue_whatsapp(conn: psycopg.AsyncConnection, channels: Channels, body
     request = wire.with_job_reference("whatsapp", wire.whatsapp_request(
         wa_id, body.wire_type, text=body.message,
         template=body.template.model_dump(exclude_none=True) if body.template else None,
-        interactive=body.interactive, media=media, preview_url=body.preview_url), str(job_id))
+        interactive=body.interactive.model_dump(exclude_none=True) if body.interactive else None,
+        media=media, preview_url=body.preview_url), str(job_id))
     existing = await queue.existing_job(conn, requested_by, idempotency_key, request)
     if existing is not None:
         return Queued(existing, False)

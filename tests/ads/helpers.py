@@ -91,3 +91,41 @@ def expected(
 
 def cents(value: Decimal) -> int:
     return int(value * 100)
+
+
+def breakdown_cells(state: SandboxState, account_id: str, level: str, breakdowns: tuple[str, ...], since: date,
+                    until: date) -> dict[tuple[str, date, str], marketing.Metrics]:
+    """Every breakdown cell the sandbox generates: (object id, day, values joined by |) → its numbers."""
+    cells = marketing.breakdown_cells(breakdowns)
+    out = {}
+    for _, object_id, day, m in delivering(state, account_id, level, since, until):
+        key = f"{object_id}|{day}|{day}|{','.join(breakdowns)}"
+        for cell, cm in marketing.split_metrics(state.seed, key, m, cells):
+            out[(object_id, day, "|".join(cell))] = cm
+    return out
+
+
+def attribution_rows(state: SandboxState, account_id: str, level: str, since: date, until: date,
+                     windows=marketing.WINDOWS, action_types=DEFAULT_CONVERSION_ACTION_TYPES) -> dict:
+    """(object id, day, action type, window) → (count, value cents), straight from the sandbox."""
+    out = {}
+    for acct, object_id, day, m in delivering(state, account_id, level, since, until):
+        counts, values = dict(m.actions), dict(m.value_cents)
+        by_count, by_value = marketing.object_windows(state, acct, level, object_id, day, day)
+        for t in action_types:
+            if t not in counts and t not in values:
+                continue
+            out[(object_id, day, t, "default")] = (counts.get(t, 0), values.get(t, 0))
+            for w in windows:
+                out[(object_id, day, t, w)] = (by_count.get(t, {}).get(w, 0), by_value.get(t, {}).get(w, 0))
+    return out
+
+
+def delivering(state: SandboxState, account_id: str, level: str, since: date, until: date):
+    """(account, object id, day, its numbers) for every object of the level with delivery that day."""
+    acct = marketing.world(state).accounts[account_id]
+    for day in days(since, until):
+        for object_id in acct.by_level[level]:
+            m = marketing.object_day(state, acct, level, object_id, day)
+            if m is not None:
+                yield acct, object_id, day, m

@@ -31,7 +31,7 @@ def test_a_partition_range_is_one_run_with_summary_metadata_and_checks(db_url):
             poll_initial_seconds=0.03,
         )
         result = dg.materialize(
-            [ads.ad_performance],
+            [ads.ad_performance, ads.spend_non_negative, ads.clicks_within_impressions],
             resources={"postgres": PostgresResource(url=db_url), "meta_ads": meta_ads},
             tags={ASSET_PARTITION_RANGE_START_TAG: "2026-10-01", ASSET_PARTITION_RANGE_END_TAG: "2026-10-07"},
         )
@@ -54,7 +54,8 @@ def test_a_partition_range_is_one_run_with_summary_metadata_and_checks(db_url):
         meta
     )
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 4 and all(c.passed for c in checks)
+    assert len(checks) == 4 and all(c.passed for c in checks)  # two inline, two that read only the table
+    assert meta["dagster/row_count"] == meta["rows_written"] and meta["dagster/table_name"] == "public.ad_performance"
 
 
 def test_lookback_schedules_request_one_ranged_run():
