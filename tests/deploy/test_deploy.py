@@ -42,8 +42,6 @@ K8S_MODELS = {("v1", "Secret"): "V1Secret", ("apps/v1", "Deployment"): "V1Deploy
 #: Settings the deployment passes that are not the app's: Dagster's storage URL (read by config.py too),
 #: the proxy's host name, the Celery variant's broker.
 DEPLOYMENT_SETTINGS = {"PUBLIC_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
-#: Settings with a usable default, which a deployment need not name.
-DEFAULTED = {name for name, f in Settings.model_fields.items() if not f.is_required() and f.default is not None}
 
 
 def documents(path: Path) -> list[dict]:
@@ -140,8 +138,11 @@ def test_the_migration_job_migrates_with_the_receivers_image_and_secret(manifest
     assert container.image == receiver.image and container.env_from == receiver.env_from
 
 
-def test_the_secret_names_every_setting_a_deployment_must_give(manifests):
-    _names_every_required_setting(set(manifests["Secret", "everreach-secrets"].string_data))
+def test_the_secret_holds_every_secret_setting(manifests):
+    names = set(manifests["Secret", "everreach-secrets"].string_data)
+    assert not names - set(Settings.model_fields), f"not settings: {sorted(names - set(Settings.model_fields))}"
+    secrets = {name for name in Settings.model_fields if Settings.is_secret(name)}
+    assert secrets <= names, f"secret settings the Secret leaves out: {sorted(secrets - names)}"
 
 
 def _receiver_routes() -> list:
@@ -149,20 +150,6 @@ def _receiver_routes() -> list:
     from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
     return create_app(Settings(**SANDBOX_DEFAULTS), "postgresql://unused").routes  # type: ignore[arg-type]
-
-
-def _names_every_required_setting(names: set[str]) -> None:
-    unknown = names - set(Settings.model_fields) - DEPLOYMENT_SETTINGS
-    assert not unknown, f"not settings of the project: {sorted(unknown)}"
-    missing = set(Settings.model_fields) - DEFAULTED - names - {"DAGSTER_PG_URL"} - _tuning_settings()
-    assert not missing, f"settings a deployment must give but the example leaves out: {sorted(missing)}"
-    assert {"DATABASE_URL", "DAGSTER_PG_URL", "META_APP_SECRET", "JWT_SECRET"} <= names
-
-
-def _tuning_settings() -> set[str]:
-    """Optional settings with a computed default (README "Configuration"): not secrets, not required."""
-    return {name for name, f in Settings.model_fields.items()
-            if f.default is None and not Settings.is_secret(name) and name.startswith(("ADS_", "RECEIVER_"))}
 
 
 # ───────────────────────────── the image ─────────────────────────────
@@ -370,7 +357,10 @@ def test_the_compose_workspace_points_at_its_code_server(compose):
 def test_the_env_example_names_every_setting_compose_reads():
     text = (DEPLOY / "compose" / "env.example").read_text(encoding="utf-8")
     names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, re.M))
-    _names_every_required_setting(names)
+    assert not names - set(Settings.model_fields) - DEPLOYMENT_SETTINGS, "names that are not settings"
+    assert set(Settings.model_fields) <= names, f"left out: {sorted(set(Settings.model_fields) - names)}"
+    set_here = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", text, re.M))
+    assert {name for name in Settings.model_fields if Settings.is_secret(name)} <= set_here
     referenced = set()
     for path in (DEPLOY / "compose").glob("*.yaml"):
         referenced |= set(re.findall(r"\$\{([A-Z_]+)", path.read_text(encoding="utf-8")))
@@ -399,12 +389,17 @@ def test_the_celery_config_is_valid_for_the_executor_and_its_workers(monkeypatch
     assert not validate_config(celery_executor.config_schema.config_type, broken).success
 
 
-def test_the_celery_location_runs_every_job_on_celery_but_the_webhook_drain():
-    repo = _celery_location().defs.get_repository_def()
-    executors = {job.name: job.executor_def.name for job in repo.get_all_jobs()}
-    assert executors.pop("process_webhook_events") == "in_process"  # the job's own choice stands
-    assert any(name.startswith("__ASSET_JOB") for name in executors) and "send_outbound_messages" in executors
-    assert set(executors.values()) == {"celery"}
+def test_the_celery_location_runs_on_celery_every_job_that_did_not_choose_its_executor():
+    from everreach_data.definitions import defs as everreach
+
+    chosen = {job.name: job.executor_def.name for job in everreach.get_repository_def().get_all_jobs()
+              if job.has_specified_executor and job.executor_def.name != "multi_or_in_process_executor"}
+    assert chosen["process_webhook_events"] == "in_process"
+    executors = {job.name: job.executor_def.name for job in _celery_location().defs.get_repository_def().get_all_jobs()}
+    assert {name: executors[name] for name in chosen} == chosen  # a job's own choice stands
+    others = {name: executor for name, executor in executors.items() if name not in chosen}
+    assert "send_outbound_messages" in others and any(name.startswith("__ASSET_JOB") for name in others)
+    assert set(others.values()) == {"celery"}
 
 
 def test_the_celery_compose_override_runs_real_commands(compose):
