@@ -26,6 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from everreach_data.db.connection import POOLER_SAFE
 from everreach_data.meta.messaging import ECHO_BY_JOB_SQL, STATUS_BY_JOB_SQL
 from everreach_data.outbound.policy import Decision, Windows
 
@@ -496,4 +497,4 @@ async def requeue(conn: psycopg.AsyncConnection, *, statuses: tuple[str, ...] = 
 
 async def connect_async(url: str, application_name: str = "") -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(url, row_factory=dict_row, autocommit=True,
-                                                 application_name=application_name)
+                                                 application_name=application_name, **POOLER_SAFE)

@@ -25,14 +25,14 @@ from dataclasses import asdict, dataclass, field
 import httpx
 
 from everreach_data.config import Channels
-from everreach_data.db.run_liveness import session_name
+from everreach_data.db.run_liveness import presence_async
 from everreach_data.meta import messaging as wire
 from everreach_data.meta.client import AsyncGraphClient
 from everreach_data.meta.errors import PAIR_RATE_LIMIT, ErrorKind, GraphAPIError, GraphTransportError
 from everreach_data.outbound import queue
 from everreach_data.outbound.pacing import Pacer, PairBucket
 
-#: ``application_name`` of a send run's Postgres sessions, followed by its Dagster run id.
+#: ``application_name`` of a send run's Postgres sessions, and the name its runs' presence is held under.
 SEND_APPLICATION = "everreach-outbound-send"
 
 
@@ -307,8 +307,8 @@ class _Drain:
 
 async def drain(database_url: str, channels: Channels, cfg: SendConfig | None = None, *,
                 run_id: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> DrainReport:
-    """Send what is due until the queue is idle (or ``cfg.max_seconds``); returns what happened. The sessions
-    carry ``run_id`` in their ``application_name``, so the sensor can tell a live run from a dead one."""
+    """Send what is due until the queue is idle (or ``cfg.max_seconds``); returns what happened. The run's
+    presence is held meanwhile, so the sensor can tell a live run from a dead one."""
     cfg = cfg or SendConfig()
     clients: dict[str, AsyncGraphClient] = {}
     skip: list[str] = []
@@ -320,11 +320,11 @@ async def drain(database_url: str, channels: Channels, cfg: SendConfig | None = 
                                                  transport=transport)
         else:   # no token: leave that channel's jobs queued rather than fail them
             skip.append(f"{platform}:{channel.channel_id}")
-    application_name = session_name(SEND_APPLICATION, run_id)
-    conn = await queue.connect_async(database_url, application_name=application_name)
-    writer = await queue.connect_async(database_url, application_name=application_name)
+    conn = await queue.connect_async(database_url, application_name=SEND_APPLICATION)
+    writer = await queue.connect_async(database_url, application_name=SEND_APPLICATION)
     try:
-        return await _Drain(conn, writer, clients, cfg, skip).run()
+        async with presence_async(database_url, SEND_APPLICATION, run_id):
+            return await _Drain(conn, writer, clients, cfg, skip).run()
     finally:
         for client in clients.values():
             await client.aclose()

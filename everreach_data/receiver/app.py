@@ -19,6 +19,7 @@ from starlette.responses import Response
 from everreach_data.ads import routes as ads_routes
 from everreach_data.config import Settings
 from everreach_data.conversions import routes as conversions_routes
+from everreach_data.db.connection import POOLER_SAFE
 from everreach_data.inbox import routes as webhooks
 from everreach_data.outbound import routes as outbound_routes
 from everreach_data.receiver import openapi
@@ -78,7 +79,7 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
     token_policy = TokenPolicy.from_settings(settings)
 
     pool = AsyncConnectionPool(database_url, min_size=2, max_size=pool_max_size, open=False,
-                               timeout=POOL_TIMEOUT_SECONDS, kwargs={"autocommit": False})
+                               timeout=POOL_TIMEOUT_SECONDS, kwargs={"autocommit": False, **POOLER_SAFE})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
