@@ -160,8 +160,7 @@ WHERE m.thread_id = w.thread_id AND m.direction = 'outbound' AND m.status IN ('s
 # sql/006): two indexed probes per user id when nothing is new, which is nearly always.
 RESOLVE_USER_IDS = """
 SELECT x.channel_id, x.user_id, t.participant_id
-FROM (SELECT DISTINCT channel_id, user_id
-      FROM jsonb_to_recordset(%(rows)s::jsonb) AS r (channel_id text, user_id text)) x
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (channel_id text, user_id text)
 LEFT JOIN whatsapp_user_id_change c ON c.channel_id = x.channel_id AND c.previous_user_id = x.user_id
 JOIN conversation_thread t
   ON t.platform = 'whatsapp' AND t.channel_id = x.channel_id AND t.participant_user_id = coalesce(c.user_id, x.user_id)
@@ -363,19 +362,23 @@ def _resolve_user_ids(conn: psycopg.Connection, rows: Rows) -> None:
     """Link what is new about the batch's WhatsApp identities, then point the rows of users known by user id
     alone at their thread. A thread merged away by a concurrent drain meanwhile is created again by
     INSERT_THREADS (nothing is lost) and merged the next time the user's id is seen."""
-    threads = _threads_by_user_id(conn, rows.user_ids)
-    links = [u for u in rows.user_ids if u["previous_user_id"] is not None
+    observed = {(u["channel_id"], u["phone"], u["user_id"], u["previous_user_id"]): u
+                for u in sorted(rows.user_ids, key=lambda u: u["ts"])}  # each identity once, as last seen
+    threads = _threads_by_user_id(conn, {(u["channel_id"], u["user_id"]) for u in observed.values()})
+    links = [u for u in observed.values() if u["previous_user_id"] is not None
              or (u["channel_id"], u["user_id"]) not in threads
              or (u["phone"] is not None and threads[u["channel_id"], u["user_id"]] != u["phone"])]
     if links:
         conn.execute(LINK_USER_IDS, {"rows": jsonb(links)})
-        threads = _threads_by_user_id(conn, rows.user_ids)
+        if rows.by_user_id:
+            threads = _threads_by_user_id(conn, {(r["channel_id"], r["participant_id"]) for r in rows.by_user_id})
     for row in rows.by_user_id:
         row["participant_id"] = threads.get((row["channel_id"], row["participant_id"]), row["participant_id"])
 
 
-def _threads_by_user_id(conn: psycopg.Connection, user_ids: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    found = conn.execute(RESOLVE_USER_IDS, {"rows": jsonb(user_ids)}).fetchall()
+def _threads_by_user_id(conn: psycopg.Connection, user_ids: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    found = conn.execute(RESOLVE_USER_IDS, {"rows": jsonb([{"channel_id": c, "user_id": u}
+                                                            for c, u in user_ids])}).fetchall()
     return {(get(r, 0, "channel_id"), get(r, 1, "user_id")): get(r, 2, "participant_id") for r in found}
 
 
