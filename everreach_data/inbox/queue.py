@@ -71,6 +71,17 @@ WHERE status = ANY(%(statuses)s::text[])
   AND (status <> 'ignored' OR object = ANY(%(handled)s::text[]))
 """
 
+# An operator's verdict on failed events: finished without being processed (their month may then go).
+DISCARD = """
+UPDATE meta_webhook_event
+SET status = 'discarded', processed_at = now(), locked_until = NULL,
+    last_error = left('discarded by an operator: ' || coalesce(last_error, ''), 2000)
+WHERE status = 'failed'
+  AND received_at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND received_at < coalesce(%(until)s::timestamptz, 'infinity')
+  AND (%(ids)s::bigint[] IS NULL OR webhook_event_id = ANY (%(ids)s::bigint[]))
+"""
+
 HAS_WORK = f"""
 SELECT count(*) AS n, max(webhook_event_id) AS max_id FROM (
     SELECT webhook_event_id FROM meta_webhook_event WHERE {_CLAIMABLE} LIMIT %(limit)s
@@ -146,6 +157,13 @@ def requeue(conn: psycopg.Connection, *, statuses: list[str], since: datetime | 
         cur = conn.execute(REQUEUE, {"statuses": statuses, "since": since, "until": until,
                                      "handled": handled_objects})
         return cur.rowcount
+
+
+def discard(conn: psycopg.Connection, *, since: datetime | None = None, until: datetime | None = None,
+            ids: list[int] | None = None) -> int:
+    """Mark failed events (received in [since, until), or just ``ids``) discarded; returns how many."""
+    with conn.transaction():
+        return conn.execute(DISCARD, {"since": since, "until": until, "ids": ids or None}).rowcount
 
 
 def pending_work(conn: psycopg.Connection, *, limit: int = 10_000) -> tuple[int, int | None]:

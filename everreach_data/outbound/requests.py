@@ -19,6 +19,7 @@ from everreach_data.config import Channels
 from everreach_data.meta import messaging as wire
 from everreach_data.outbound import queue
 from everreach_data.outbound.policy import decide_messenger, decide_whatsapp
+from everreach_data.outbound.templates import check_template
 
 URL = r"^https?://\S+$"
 
@@ -119,7 +120,9 @@ class WhatsAppSend(BaseModel):
     """``POST /api/v1/integrations/whatsapp/send``."""
 
     model_config = ConfigDict(extra="forbid")
-    to: str = Field(pattern=r"^\+?[0-9][0-9 ()\-.]{5,22}$", description="phone number with country code")
+    to: str = Field(pattern=r"^(\+?[0-9][0-9 ()\-.]{5,22}|[A-Z]{2}\.[A-Za-z0-9.]{1,140})$",
+                    description="phone number with country code, or the user's business-scoped user id "
+                                "(US.13491208655302741918) when WhatsApp does not share their number")
     type: Literal["text", "template", "interactive", "media", "image", "video", "audio", "document",
                   "sticker"] = "text"
     message: str | None = Field(None, min_length=1, max_length=4096)
@@ -132,10 +135,19 @@ class WhatsAppSend(BaseModel):
     def wire_type(self) -> str:
         return (self.media.type or "") if self.type == "media" and self.media else self.type
 
+    @property
+    def to_user_id(self) -> bool:
+        return wire.is_user_id(self.to)
+
+    @property
+    def recipient(self) -> str:
+        """Whom Meta sends to: the number's digits, or the user id as given."""
+        return self.to if self.to_user_id else wire.normalize_wa_id(self.to)
+
     def check(self) -> None:
-        digits = wire.normalize_wa_id(self.to)
-        if not 7 <= len(digits) <= 15:
-            raise InvalidRequest("to must have 7 to 15 digits including the country code", "to")
+        if not self.to_user_id and not 7 <= len(wire.normalize_wa_id(self.to)) <= 15:
+            raise InvalidRequest("to must be a phone number with 7 to 15 digits including the country code, or a "
+                                 "business-scoped user id such as US.13491208655302741918", "to")
         if self.type == "text" and self.message is None:
             raise InvalidRequest("type 'text' needs message", "message")
         if self.type == "template" and self.template is None:
@@ -215,24 +227,30 @@ async def queue_messenger(conn: psycopg.AsyncConnection, channels: Channels, bod
 
 async def queue_whatsapp(conn: psycopg.AsyncConnection, channels: Channels, body: WhatsAppSend, *,
                          requested_by: str, idempotency_key: str | None = None) -> Queued:
+    """Validate, check a template against the catalog, decide the window, enqueue. Raises InvalidRequest,
+    TemplateRefused, PolicyViolation, IdempotencyConflict."""
     body.check()
     channel_id = channel_for(channels, "whatsapp")
-    wa_id = wire.normalize_wa_id(body.to)
+    recipient = body.recipient
     job_id = uuid.uuid4()
     media = body.media.model_dump(exclude={"type"}, exclude_none=True) if body.media else None
+    template = body.template.model_dump(exclude_none=True) if body.template else None
     request = wire.with_job_reference("whatsapp", wire.whatsapp_request(
-        wa_id, body.wire_type, text=body.message,
-        template=body.template.model_dump(exclude_none=True) if body.template else None,
+        recipient, body.wire_type, text=body.message, template=template,
         interactive=body.interactive.model_dump(exclude_none=True) if body.interactive else None,
         media=media, preview_url=body.preview_url), str(job_id))
     existing = await queue.existing_job(conn, requested_by, idempotency_key, request)
     if existing is not None:
         return Queued(existing, False)
-    windows = await queue.thread_windows(conn, "whatsapp", channel_id, wa_id)
+    if template is not None:
+        await check_template(conn, channels.waba_id, template, to_user_id=body.to_user_id)
+    # A user id may belong to a thread we know by phone number: its windows are that thread's.
+    participant = await queue.whatsapp_participant(conn, channel_id, recipient) if body.to_user_id else recipient
+    windows = await queue.thread_windows(conn, "whatsapp", channel_id, participant)
     decision = decide_whatsapp(windows.windows, datetime.now(UTC), is_template=body.type == "template")
     content = body.message or (body.template.name if body.template else None) or (media or {}).get("link")
     row, created = await queue.enqueue(conn, queue.NewJob(
-        platform="whatsapp", channel_id=channel_id, recipient_id=wa_id, request=request, decision=decision,
+        platform="whatsapp", channel_id=channel_id, recipient_id=recipient, request=request, decision=decision,
         message_type=body.wire_type, content=content, requested_by=requested_by,
-        idempotency_key=idempotency_key, job_id=job_id))
+        idempotency_key=idempotency_key, job_id=job_id, participant_id=participant))
     return Queued(row, created)

@@ -24,6 +24,7 @@ from everreach_data.outbound.requests import (
     queue_messenger,
     queue_whatsapp,
 )
+from everreach_data.outbound.templates import TemplateRefused
 from everreach_data.receiver.auth import Principal, Role
 from everreach_data.receiver.errors import ApiError
 from everreach_data.receiver.operation import Answer, Example, Link, Operation, api_route, reply
@@ -77,7 +78,9 @@ class MessageStatus(BaseModel):
 
 _SEND_ERRORS = {
     409: "The Idempotency-Key was used before by this caller with a different body.",
-    422: "Also: outside the policy window (`error.reason`, `error.window_closed_at`) or a retired message tag.",
+    422: "Also: outside the policy window (`error.reason`, `error.window_closed_at`), a retired message tag, or "
+         "(WhatsApp) a template the catalog does not have approved or whose body parameters do not match "
+         "(`error.reason` template, `error.approved_templates`).",
     503: "The channel is not configured, or the database is unavailable (Retry-After).",
 }
 _ACCEPTED = {202: Answer(QueuedSend, "Queued: the send_outbound_messages job sends it",
@@ -94,6 +97,9 @@ async def _queue(request: Request, principal: Principal, body: MessengerSend | W
                                     idempotency_key=key)
     except InvalidRequest as exc:
         raise ApiError(422, f"{exc.field}: {exc}", field=exc.field) from exc
+    except TemplateRefused as exc:
+        raise ApiError(422, f"{exc.field}: {exc}", field=exc.field, reason="template",
+                       approved_templates=exc.approved) from exc
     except PolicyViolation as exc:
         extra: dict[str, Any] = {
             "reason": "policy" if exc.field in ("tag", "human_agent") else "outside_messaging_window"}
@@ -116,7 +122,9 @@ async def messenger_send(request: Request, principal: Principal, headers: SendHe
 
 
 async def whatsapp_send(request: Request, principal: Principal, headers: SendHeaders, body: WhatsAppSend) -> Response:
-    """Free-form messages only inside 24 hours of the customer's last message; templates any time."""
+    """Free-form messages only inside 24 hours of the customer's last message; templates any time, if the
+    template catalog has them approved and they get the body parameters they take. `to` is a phone number or
+    the user's business-scoped user id."""
     return await _queue(request, principal, body, headers.idempotency_key, queue_whatsapp)
 
 
