@@ -66,7 +66,8 @@ def _serve_receiver(port: int, settings_json: str, db_url: str) -> None:
 
 def _enqueue(base: str, messages: int, recipients: int, concurrency: int, out: mp.Queue) -> None:
     """POST the sends (round-robin over recipients, as a campaign would) and report the enqueue rate."""
-    headers = {"Authorization": "Bearer " + issue_token(SANDBOX_DEFAULTS["JWT_SECRET"], "bench", ttl_seconds=3600)}
+    token = issue_token(SANDBOX_DEFAULTS["JWT_SECRET"], "bench", roles=["operator"], ttl_seconds=3600)
+    headers = {"Authorization": f"Bearer {token}"}
 
     async def run() -> tuple[int, float]:
         started = time.monotonic()

@@ -1,4 +1,4 @@
-"""``everreach-data``: migrate, seed, serve, sandbox, dev, demo, replay-webhooks, token.
+"""``everreach-data``: migrate, seed, serve, sandbox, dev, demo, replay-webhooks, token, token exchange.
 
 Each command is a thin function over the modules that do the work; the CLI only parses arguments,
 turns known failures into one readable line (exit 2) and never prints a secret.
@@ -23,6 +23,7 @@ from everreach_data.config import PROJECT_ROOT, Settings, environment, load_sett
 from everreach_data.db.connection import DatabaseUnavailable, connect, database_urls, redact
 from everreach_data.db.embedded import EmbeddedPostgresError, start_embedded
 from everreach_data.db.migrate import SQL_DIR, MigrationError, migrate
+from everreach_data.receiver.auth import Role
 
 log = logging.getLogger("everreach_data")
 
@@ -101,12 +102,76 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
-    from everreach_data.receiver.auth import issue_token
+    from everreach_data.receiver.auth import TokenPolicy
 
-    secret = load_settings().secret("JWT_SECRET")
-    if not secret:
-        raise SystemExit("error: JWT_SECRET is not set")
-    print(issue_token(secret, args.sub, ttl_seconds=args.ttl))
+    if not args.sub or not args.role:
+        raise SystemExit("error: token needs --sub USER_ID --role ROLE (a JWT for /api/v1) or a subcommand: "
+                         "exchange")
+    try:
+        policy = TokenPolicy.from_settings(load_settings())
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(policy.issue(args.sub, args.role, ttl_seconds=args.ttl))
+
+
+def _user_token(args: argparse.Namespace) -> str:
+    """The short-lived user token: from the named environment variable, a prompt that does not echo, or the
+    first line of standard input — never an argument, which shell history and `ps` would keep."""
+    import getpass
+
+    if args.user_token_env:
+        token = environment().get(args.user_token_env, "")
+    elif sys.stdin.isatty():
+        token = getpass.getpass("short-lived user token (from Facebook Login; not echoed): ")
+    else:
+        token = sys.stdin.readline()
+    if not token.strip():
+        raise SystemExit("error: no user token given (paste it at the prompt, pipe it in, or name its variable "
+                         "with --user-token-env)")
+    return token.strip()
+
+
+def cmd_token_exchange(args: argparse.Namespace) -> None:
+    """A short-lived user token → a long-lived one (about 60 days) → the Page tokens it derives (which do not
+    expire), printed as the ``export`` lines to put in the environment. Nothing is logged."""
+    from everreach_data.meta.client import GraphClient
+    from everreach_data.meta.errors import GraphAPIError
+    from everreach_data.meta.tokens import app_token, debug_tokens, exchange_for_long_lived, page_tokens
+
+    settings = load_settings()
+    app_id, secret = settings.META_APP_ID, settings.secret("META_APP_SECRET")
+    if not app_id or not secret:
+        raise SystemExit("error: META_APP_ID and META_APP_SECRET must be set: the app the user token was issued for")
+    short = _user_token(args)
+    base = settings.graph_base_url
+    try:
+        with GraphClient(base, None) as client:
+            long_lived = exchange_for_long_lived(client, app_id=app_id, app_secret=secret, short_lived_token=short)
+        with GraphClient(base, long_lived.access_token) as client:
+            pages = page_tokens(client)
+        with GraphClient(base, app_token(app_id, secret)) as client:
+            infos = debug_tokens(client, [long_lived.access_token, *(page.access_token for page in pages)])
+    except GraphAPIError as exc:
+        raise SystemExit(f"error: Meta refused: {exc}") from None
+
+    def lifetime(info) -> str:
+        expiry = "never expires" if info.expires_at is None else f"expires {info.expires_at:%Y-%m-%d %H:%M} UTC"
+        return f"{expiry}; scopes {', '.join(info.scopes) or 'none'}"
+
+    print(f"# long-lived user token ({lifetime(infos[0])}): not a setting; keep it to derive Page tokens again")
+    print(f"# {long_lived.access_token}")
+    chosen = next((p for p in pages if p.page_id == settings.MESSENGER_PAGE_ID), pages[0] if pages else None)
+    for page, info in zip(pages, infos[1:], strict=True):
+        mark = "" if page is chosen else "# "
+        print(f"\n# Page {page.name!r} ({page.page_id}): {lifetime(info)}; tasks {', '.join(page.tasks) or 'none'}")
+        print(f"{mark}export MESSENGER_PAGE_ID={page.page_id}")
+        print(f"{mark}export MESSENGER_PAGE_TOKEN={page.access_token}")
+        if page.instagram_user_id:
+            print(f"{mark}export INSTAGRAM_PAGE_ID={page.page_id}")
+            print(f"{mark}export INSTAGRAM_PAGE_TOKEN={page.access_token}")
+            print(f"{mark}export INSTAGRAM_USER_ID={page.instagram_user_id}")
+    if not pages:
+        print("# this user manages no Page: grant the app access to the Page in Facebook Login, then try again")
 
 
 def real_meta_configured(settings: Settings) -> bool:
@@ -272,6 +337,17 @@ def cmd_replay_webhooks(args: argparse.Namespace) -> None:
           f"process_webhook_events`) will process them")
 
 
+def cmd_discard_webhooks(args: argparse.Namespace) -> None:
+    """Give up on failed webhook events: they count as finished, and inbox retention may drop their month."""
+    from everreach_data.inbox.queue import discard
+
+    url = database_urls(load_settings())[0]
+    migrate(url)
+    with connect(url, autocommit=True) as conn:
+        n = discard(conn, since=args.since, until=args.until, ids=args.id)
+    print(f"discarded {n} failed webhook events; their payloads stay until retention drops their month")
+
+
 def cmd_retry_messages(args: argparse.Namespace) -> None:
     """Put failed (optionally unknown-outcome) outbound messages back in the queue."""
     import asyncio
@@ -358,16 +434,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
     p.set_defaults(func=cmd_env)
 
-    p = sub.add_parser("token", help="print a JWT for calling /api/v1 (signed with JWT_SECRET)")
-    p.add_argument("--sub", required=True, help="the operator's user id")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p = sub.add_parser("token", help="print a JWT for calling /api/v1 (--sub, --role; signed with JWT_SECRET), or "
+                       "turn a Meta user token into Page tokens (token exchange)")
+    p.add_argument("--sub", help="the caller's user id (recorded as the sender)")
+    p.add_argument("--role", action="append", choices=[r.value for r in Role],
+                   help="operator (send), analyst (insights, conversions) or admin (both); repeatable. "
+                        "Put at JWT_ROLE_CLAIM, with JWT_AUDIENCE as aud when set")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until the JWT expires")
     p.set_defaults(func=cmd_token)
+    token_sub = p.add_subparsers(dest="token_command", metavar="{exchange}")
+    e = token_sub.add_parser("exchange", help="a short-lived Meta user token → a long-lived one and the Page tokens "
+                             "it derives, printed as export lines (read from a prompt or stdin, never logged)")
+    e.add_argument("--user-token-env", metavar="NAME", help="read the short-lived user token from this variable")
+    e.set_defaults(func=cmd_token_exchange)
     p = sub.add_parser("replay-webhooks", help="re-queue stored webhook events for processing")
     p.add_argument("--since", type=_timestamp, help="received at or after (ISO 8601)")
     p.add_argument("--until", type=_timestamp, help="received before (ISO 8601)")
-    p.add_argument("--status", action="append", choices=["done", "failed", "ignored", "pending"],
+    p.add_argument("--status", action="append", choices=["done", "failed", "ignored", "pending", "discarded"],
                    help="only events in this status (repeatable; default done and failed)")
     p.set_defaults(func=cmd_replay_webhooks)
+
+    p = sub.add_parser("discard-webhooks", help="give up on failed webhook events (retention may then drop them)")
+    p.add_argument("--since", type=_timestamp, help="received at or after (ISO 8601)")
+    p.add_argument("--until", type=_timestamp, help="received before (ISO 8601)")
+    p.add_argument("--id", type=int, action="append", help="only this event (repeatable)")
+    p.set_defaults(func=cmd_discard_webhooks)
 
     p = sub.add_parser("traffic", help="post signed sandbox webhook traffic to a receiver")
     p.add_argument("--url", required=True, help="the receiver's /api/webhooks/meta URL")

@@ -47,6 +47,7 @@ class Channels:
 
     graph_base_url: str
     by_platform: dict[str, Channel]
+    waba_id: str | None = None      # the WhatsApp Business Account: its template catalog is checked at send time
 
     def __getitem__(self, platform: str) -> Channel:
         return self.by_platform[platform]
@@ -56,7 +57,7 @@ class Channels:
         """The channels from a lookup of setting names (the settings, or a resource's fields)."""
         return cls(graph_base_url, {
             platform: Channel(platform, value(id_name), next((t for n in tokens if (t := value(n))), None))
-            for platform, (id_name, tokens) in CHANNEL_SETTINGS.items()})
+            for platform, (id_name, tokens) in CHANNEL_SETTINGS.items()}, waba_id=value("WABA_ID"))
 
 
 
@@ -91,8 +92,14 @@ class Settings(BaseSettings):
     META_CONVERSIONS_API_TOKEN: SecretStr | None = None
     # Webhooks and auth
     META_WEBHOOK_VERIFY_TOKEN: SecretStr | None = None
+    META_APP_ID: str | None = None                         # with the secret: the app token /debug_token takes
     META_APP_SECRET: SecretStr | None = None
-    JWT_SECRET: SecretStr | None = None
+    WEBHOOK_RETENTION_DAYS: int = 90                       # months of the inbox older than this are dropped…
+    WEBHOOK_DEDUPE_DAYS: int = 7                           # …and body hashes after this (WhatsApp retries 7 days)
+    JWT_SECRET: SecretStr | None = None                   # HS256, at least 32 bytes (the receiver checks)
+    JWT_ROLE_CLAIM: str = Field("role", min_length=1)      # dotted path: role, app_metadata.everreach_role, …
+    JWT_AUDIENCE: str | None = None                        # set: tokens must carry this aud (Supabase: authenticated)
+    JWT_LEEWAY_SECONDS: int = Field(30, ge=0, le=300)      # clock skew allowed on nbf and iat (exp is exact)
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
     DAGSTER_PG_URL: SecretStr | None = None   # Dagster's storage; unset: its own database beside the app's

@@ -10,6 +10,7 @@ from everreach_data.config import Settings, definition_settings
 from everreach_data.conversions import defs as conversions
 from everreach_data.inbox import defs as inbox
 from everreach_data.meta.insights import ATTRIBUTION_WINDOWS, DEFAULT_CONVERSION_ACTION_TYPES, LEVELS
+from everreach_data.operations import defs as operations
 from everreach_data.organic import defs as organic
 from everreach_data.outbound import defs as outbound
 from everreach_data.reports import defs as reports
@@ -42,10 +43,17 @@ def build_resources(settings: Settings, *, secrets_as_env_vars: bool = True) -> 
             ig_user_id=settings.INSTAGRAM_USER_ID, **graph),
         "outbound_messaging": outbound.OutboundMessagingResource(
             **{name.lower(): value(name) for name in outbound.OutboundMessagingResource.SETTINGS}, **graph),
+        "meta_tokens": operations.MetaTokensResource(
+            **{name.lower(): value(name) for name in operations.MetaTokensResource.SETTINGS}, **graph),
+        "whatsapp_templates": operations.WhatsAppTemplatesResource(
+            access_token=value(operations.WhatsAppTemplatesResource.TOKEN_SETTING), waba_id=settings.WABA_ID,
+            **graph),
+        "inbox_retention": operations.InboxRetentionResource(
+            retention_days=settings.WEBHOOK_RETENTION_DAYS, dedupe_days=settings.WEBHOOK_DEDUPE_DAYS),
     }
 
 
 defs = dg.Definitions.merge(
-    ads.defs, organic.defs, conversions.defs, inbox.defs, outbound.defs, reports.defs,
+    ads.defs, organic.defs, conversions.defs, inbox.defs, outbound.defs, reports.defs, operations.defs,
     dg.Definitions(resources=build_resources(definition_settings())),
 )

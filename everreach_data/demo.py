@@ -27,7 +27,7 @@ from everreach_data.db.migrate import SQL_DIR, migrate
 from everreach_data.meta.client import GraphClient
 from everreach_sandbox.core import SandboxState, utc_today
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
-from everreach_sandbox.server import app_token, build_state, serve_in_background
+from everreach_sandbox.server import build_state, serve_in_background
 
 
 @dataclass
@@ -56,25 +56,26 @@ def step_migrate(ctx: DemoContext) -> str:
     return f"{redact(ctx.db_url)}: " + (f"applied {', '.join(applied)}" if applied else "schema up to date")
 
 
-TOKENS = (
-    "MESSENGER_PAGE_TOKEN",
-    "WHATSAPP_ACCESS_TOKEN",
-    "FB_ADS_ACCESS_TOKEN",
-    "META_CONVERSIONS_API_TOKEN",
-)
-
-
 def step_tokens(ctx: DemoContext) -> str:
-    """Ask /debug_token about every configured token, as an operator would before a first run."""
-    with GraphClient(
-        ctx.settings.graph_base_url, app_token(ctx.settings.secret("META_APP_SECRET") or "")
-    ) as g:
-        parts = []
-        for name in TOKENS:
-            data = g.get("/debug_token", input_token=ctx.settings.secret(name))["data"]
-            expires = data.get("expires_at") or 0
-            life = "never expires" if not expires else f"expires in {int((expires - time.time()) // 86400)} d"
-            parts.append(f"{name} {'valid' if data.get('is_valid') else 'INVALID'} ({life})")
+    """Token health, as the meta_platform_config asset records it every morning: each channel's token asked
+    about with /debug_token, one row per channel."""
+    from datetime import UTC, datetime
+
+    from everreach_data.meta.tokens import app_token
+    from everreach_data.operations.tokens import configured_tokens, inspect, record, verdict
+
+    settings = ctx.settings
+    health = inspect(settings.graph_base_url, configured_tokens(settings.secret),
+                     app_token=app_token(settings.META_APP_ID or "", settings.secret("META_APP_SECRET") or ""))
+    now = datetime.now(UTC)
+    with connect(ctx.db_url) as conn:
+        rows = record(conn, health, now)
+    parts = []
+    for row in rows:
+        expires = row["token_expires_at"]
+        life = "never expires" if expires is None else f"expires in {(expires - now).days} d"
+        problems = verdict(row, now).errors
+        parts.append(f"{row['platform']} {'valid' if row['token_valid'] and not problems else 'INVALID'} ({life})")
     ctx.results["tokens"] = parts
     return "; ".join(parts)
 
@@ -180,13 +181,13 @@ def step_send(ctx: DemoContext) -> str:
     from everreach_data.inbox.drain import drain_url
     from everreach_data.outbound.sender import drain
     from everreach_data.receiver.app import create_app
-    from everreach_data.receiver.auth import issue_token
+    from everreach_data.receiver.auth import Role, TokenPolicy
     from everreach_data.serving import serve_in_background
     from everreach_sandbox.traffic import KNOWN_USERS
 
     with serve_in_background(create_app(ctx.settings, ctx.db_url), name="receiver") as receiver:
         ctx.sandbox.webhook_url = f"{receiver}/api/webhooks/meta"
-        token = issue_token(ctx.settings.secret("JWT_SECRET") or "", "demo-operator")
+        token = TokenPolicy.from_settings(ctx.settings).issue("demo-operator", [Role.OPERATOR])
         answer = httpx.post(f"{receiver}/api/v1/integrations/whatsapp/send",
                             headers={"Authorization": f"Bearer {token}"},
                             json={"to": KNOWN_USERS["whatsapp"], "type": "template",

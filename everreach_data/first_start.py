@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psycopg
 
+from everreach_data.db.connection import connect
 from everreach_data.inbox.queue import pending_work
 
 DAYS = 7
@@ -87,7 +87,7 @@ def seed_history(webhook_url: str, app_secret: str, *, days: int = DAYS, timeout
 def wait_for_drain(database_url: str, timeout: float = 180.0) -> None:
     """Return once the inbox has nothing left to process (the sensor's runs drain it)."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         while pending_work(conn)[0]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the webhook inbox was not drained within {timeout:.0f} s")

@@ -96,6 +96,31 @@ class GraphAPIResource(dg.ConfigurableResource):
         return dg.RetryRequested(max_retries=self.outage_retries, seconds_to_wait=wait)
 
 
+class ChannelsResource(dg.ConfigurableResource):
+    """The messaging channels' ids and tokens, each field named as its setting in lower case, and the Graph
+    API they are reached through; flows that need more of the settings subclass it and add theirs."""
+
+    graph_url: str
+    api_version: str
+    messenger_page_id: str | None = None
+    messenger_page_token: str | None = None
+    instagram_user_id: str | None = None
+    instagram_page_token: str | None = None
+    whatsapp_phone_number_id: str | None = None
+    whatsapp_access_token: str | None = None
+
+    #: The settings behind the fields (``build_resources`` fills each from the setting of that name).
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN", "INSTAGRAM_USER_ID", "INSTAGRAM_PAGE_TOKEN",
+        "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN")
+
+    def setting(self, name: str) -> Any:
+        return getattr(self, name.lower(), None)
+
+    def base_url(self) -> str:
+        return f"{self.graph_url.rstrip('/')}/{self.api_version}"
+
+
 HINTS = {
     ErrorKind.AUTH: "the access token is invalid or expired: generate a new one and update {token}",
     ErrorKind.PERMISSION: "the token in {token} lacks a permission this needs (docs/meta-setup.md lists them)",

@@ -235,9 +235,11 @@ async def _drop(send: Any) -> None:
 
 def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
     handlers: dict = {}
+    tokenless: set = set()
     control_routes: list[Route] = []
     for surface in surfaces:
         handlers.update(surface.handlers)
+        tokenless |= surface.tokenless
         control_routes += surface.control_routes
         surface.populate(state)
 
@@ -258,8 +260,12 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
         try:
             if not VERSION.match(version):
                 raise GraphError(2500, f"Unknown path components: /{version}", type="OAuthException")
-            token = check_token(state, token_value)
-            headers.update(charge_app(state, token))
+            known = state.nodes.get(node_id)
+            if (request.method, known.kind if known else None, edge) in tokenless:
+                token = TokenInfo("")
+            else:
+                token = check_token(state, token_value)
+                headers.update(charge_app(state, token))
             if node_id == "me" and token.profile_id:
                 node_id = token.profile_id
             node = state.nodes.get(node_id)
@@ -428,15 +434,18 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
 
     async def control_tokens(request: Request) -> JSONResponse:
         """POST {"token", "type", "scopes": [...], "expires_in": seconds (negative = already expired),
-        "profile_id", "app_id"}: add a token the sandbox accepts (or rejects as expired)."""
+        "data_access_expires_in": seconds, "profile_id", "app_id"}: add a token the sandbox accepts (or
+        rejects as expired)."""
         body = await request.json()
         expires_in = body.get("expires_in")
+        data_access_in = body.get("data_access_expires_in")
         info = TokenInfo(
             str(body["token"]),
             type=body.get("type", "SYSTEM_USER"),
             scopes=tuple(body.get("scopes", ())),
             profile_id=body.get("profile_id"),
             expires_at=None if expires_in is None else time.time() + float(expires_in),
+            data_access_expires_at=None if data_access_in is None else time.time() + float(data_access_in),
             **({"app_id": str(body["app_id"])} if body.get("app_id") else {}),
         )
         with state.lock:

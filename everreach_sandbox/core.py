@@ -39,6 +39,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+
 
 class GraphError(Exception):
     """Meta's error envelope: ``{"error": {message, type, code, error_subcode, fbtrace_id, …}}``."""
@@ -94,11 +96,12 @@ def fbtrace_id() -> str:
 @dataclass
 class TokenInfo:
     token: str
-    app_id: str = "263902037430900"
+    app_id: str = SANDBOX_DEFAULTS["META_APP_ID"]
     type: str = "SYSTEM_USER"  # PAGE | USER | SYSTEM_USER
     scopes: tuple[str, ...] = ()
     expires_at: float | None = None  # unix seconds; None = never
-    profile_id: str | None = None  # the Page a page token belongs to (for /me)
+    profile_id: str | None = None  # the Page a page token belongs to, the user a user token is (for /me)
+    data_access_expires_at: float | None = None  # unix seconds; None = 90 days from now
 
     @property
     def expired(self) -> bool:
@@ -319,12 +322,17 @@ class Surface:
     def __init__(self, name: str) -> None:
         self.name = name
         self.handlers: dict[tuple[str, str, str | None], Handler] = {}
+        #: Handlers Meta answers without an access token (the app authenticates otherwise, e.g. oauth).
+        self.tokenless: set[tuple[str, str, str | None]] = set()
         self.populate: Callable[[SandboxState], None] = lambda state: None
         self.control_routes: list = []  # starlette Routes under /_sandbox/ for tests and the CLI
 
-    def route(self, method: str, kind: str, edge: str | None = None) -> Callable[[Handler], Handler]:
+    def route(self, method: str, kind: str, edge: str | None = None, *,
+              token: bool = True) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.handlers[(method.upper(), kind, edge)] = fn
+            if not token:
+                self.tokenless.add((method.upper(), kind, edge))
             return fn
 
         return register

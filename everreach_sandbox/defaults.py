@@ -16,6 +16,7 @@ SANDBOX_DEFAULTS: dict[str, str] = {
     "META_PIXEL_ID": "990011223344556",
     "META_CONVERSIONS_API_TOKEN": "sandbox-capi-token",
     "META_WEBHOOK_VERIFY_TOKEN": "everreach_meta_verify_2025",
+    "META_APP_ID": "263902037430900",
     "META_APP_SECRET": "sandbox-app-secret",
     "JWT_SECRET": "sandbox-jwt-secret-change-me-0123456789",
 }

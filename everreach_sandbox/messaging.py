@@ -5,14 +5,22 @@ It answers as Meta does, policy included: the 24-hour window (7 days with ``MESS
 per-Page send limits (613, sliding second), WhatsApp throughput per phone number (130429; a token bucket of
 ``whatsapp_mps`` per second with one second of burst) and the per-recipient pair rate (131056). After answering it
 posts what Meta would post to ``state.webhook_url``, signed with
-``state.app_secret``: an echo for Messenger/Instagram, ``sent → delivered → read`` statuses for WhatsApp —
-or ``failed`` (131047) for free-form WhatsApp outside the window, because WhatsApp accepts first and
-rejects later. A post the receiver does not answer 200 (a 503, a refused connection) is retried, as Meta
-retries: at once, then less and less often (0.5 s doubling to 30 s) for ``webhook_retry_seconds``.
+``state.app_secret``: an echo for Messenger/Instagram, ``sent → delivered → read`` statuses for WhatsApp (with
+``pricing`` as per-message pricing has it: marketing and authentication charged, utility free inside the
+customer service window, service free) — or ``failed`` (131047) for free-form WhatsApp outside the window,
+because WhatsApp accepts first and rejects later. A post the receiver does not answer 200 (a 503, a refused
+connection) is retried, as Meta retries: at once, then less and less often (0.5 s doubling to 30 s) for
+``webhook_retry_seconds``.
 
-Control routes (tests, CLI): ``POST /_sandbox/messaging/users`` sets users' last inbound time,
-``GET /_sandbox/messaging/sent`` lists accepted sends, ``POST /_sandbox/messaging/settings`` toggles echo
-and status webhooks and changes the limits.
+WhatsApp users have business-scoped user ids (``user_id``) and may hide their number behind a username; a
+send may address either (``to`` or ``recipient``). The WhatsApp Business Account has a template catalog:
+``GET /{WABA_ID}/message_templates`` pages it, and template sends are checked against it (unknown 132001,
+paused 132015, disabled 132016, wrong number of body parameters 132000).
+
+Control routes (tests, CLI): ``POST /_sandbox/messaging/users`` sets users' last inbound time, user id and
+hidden number, ``GET /_sandbox/messaging/sent`` lists accepted sends, ``POST /_sandbox/messaging/settings``
+toggles echo and status webhooks and changes the limits, ``POST /_sandbox/messaging/templates`` adds or
+changes a template and posts the template webhook Meta would.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,15 +41,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from everreach_sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface
+from everreach_sandbox.core import GraphError, GraphRequest, Node, SandboxState, Surface, paged
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 surface = Surface("messaging")
 
 DAY = 86400.0
 RETIRED_TAGS = {"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"}
-APPROVED_TEMPLATES = {"hello_world", "order_update", "appointment_reminder", "shipping_update"}
 WA_FREE_FORM = {"text", "interactive", "image", "video", "audio", "document", "sticker", "reaction"}
+#: The known WhatsApp user: has a business-scoped user id as every WhatsApp user does since April 2026.
+KNOWN_WA_USER = ("972987654321", "US.13491208655302741918")
+#: The catalog the WhatsApp Business Account starts with: (name, language, category, status, body, format).
+TEMPLATES: list[tuple[str, str, str, str, str, str]] = [
+    ("hello_world", "en_US", "UTILITY", "APPROVED", "Hello World", "POSITIONAL"),
+    ("order_update", "en_US", "UTILITY", "APPROVED", "Your order has an update.", "POSITIONAL"),
+    ("order_shipped", "en_US", "UTILITY", "APPROVED", "Order {{1}} has shipped and arrives on {{2}}.", "POSITIONAL"),
+    ("order_shipped", "pt_BR", "UTILITY", "APPROVED", "O pedido {{1}} foi enviado e chega em {{2}}.", "POSITIONAL"),
+    ("appointment_reminder", "en_US", "UTILITY", "APPROVED", "Hi {{first_name}}, see you at {{time}}.", "NAMED"),
+    ("shipping_update", "en_US", "UTILITY", "APPROVED", "Your parcel {{1}} is on its way.", "POSITIONAL"),
+    ("summer_sale", "en_US", "MARKETING", "APPROVED", "Summer sale: {{1}} off everything this week!", "POSITIONAL"),
+    ("login_code", "en_US", "AUTHENTICATION", "APPROVED", "{{1}} is your verification code.", "POSITIONAL"),
+    ("flash_deal", "en_US", "MARKETING", "PENDING", "Flash deal: {{1}} for the next hour.", "POSITIONAL"),
+    ("spam_blast", "en_US", "MARKETING", "REJECTED", "BUY NOW {{1}}", "POSITIONAL"),
+    ("winter_promo", "en_US", "MARKETING", "PAUSED", "Winter promo: {{1}}.", "POSITIONAL"),
+]
+_TEMPLATE_SEND_ERRORS = {"PAUSED": (132015, "(#132015) Template is Paused"),
+                         "DISABLED": (132016, "(#132016) Template is Disabled")}
 
 
 @dataclass
@@ -61,6 +87,37 @@ class User:
     id: str
     last_inbound_at: float | None = None   # unix seconds of the user's last message to us
     unavailable: bool = False              # Messenger 551 / WhatsApp 131026
+    user_id: str | None = None             # WhatsApp business-scoped user id
+    hides_phone: bool = False              # WhatsApp: a username user whose number webhooks leave out
+
+
+def template_id(index: int) -> str:
+    """The id of the catalog's ``index``-th template (the traffic generator names them too)."""
+    return str(10**15 + 7919 * (index + 1))
+
+
+@dataclass
+class Template:
+    id: str
+    name: str
+    language: str
+    category: str
+    status: str
+    body: str
+    parameter_format: str = "POSITIONAL"
+    quality: str = "GREEN"
+    rejected_reason: str | None = None
+
+    def listing(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "language": self.language, "status": self.status,
+                "category": self.category, "parameter_format": self.parameter_format,
+                "quality_score": {"score": self.quality, "date": int(time.time())},
+                "components": [{"type": "BODY", "text": self.body}],
+                **({"rejected_reason": self.rejected_reason} if self.rejected_reason else {})}
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(dict.fromkeys(re.findall(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}", self.body)))
 
 
 @dataclass
@@ -75,6 +132,13 @@ class World:
     webhooks_abandoned: int = 0     # not delivered within webhook_retry_seconds
     deliveries: set[asyncio.Task] = field(default_factory=set)  # webhooks on their way (deliver_later)
     client: httpx.AsyncClient | None = None
+    templates: dict[tuple[str, str], Template] = field(default_factory=dict)   # (name, language)
+
+    def whatsapp_user(self, recipient: str) -> User | None:
+        """A WhatsApp user by phone number or by business-scoped user id."""
+        return self.users.get(("whatsapp", recipient)) or next(
+            (u for (platform, _), u in self.users.items() if platform == "whatsapp" and u.user_id == recipient),
+            None)
 
 
 def world(state: SandboxState) -> World:
@@ -87,11 +151,16 @@ def populate(state: SandboxState) -> None:
     for node_id, kind in ((d["MESSENGER_PAGE_ID"], "page"), (d["INSTAGRAM_USER_ID"], "ig_user"),
                           (d["WHATSAPP_PHONE_NUMBER_ID"], "whatsapp_phone_number")):
         state.nodes.setdefault(node_id, Node(node_id, kind))
+    state.nodes.setdefault(d["WABA_ID"], Node(d["WABA_ID"], "whatsapp_business_account"))
     w = world(state)
     now = time.time()
     for platform, uid in (("messenger", "6789012345678901"), ("instagram", "8422491661125971"),
-                          ("whatsapp", "972987654321")):
-        w.users[(platform, uid)] = User(platform, uid, last_inbound_at=now - 3600)
+                          ("whatsapp", KNOWN_WA_USER[0])):
+        w.users[(platform, uid)] = User(platform, uid, last_inbound_at=now - 3600,
+                                        user_id=KNOWN_WA_USER[1] if platform == "whatsapp" else None)
+    for i, (name, language, category, status, body, fmt) in enumerate(TEMPLATES):
+        w.templates[(name, language)] = Template(template_id(i), name, language, category, status, body, fmt,
+                                                 rejected_reason="PROMOTIONAL" if status == "REJECTED" else None)
 
 
 # ───────────────────────────── limits ─────────────────────────────
@@ -198,6 +267,12 @@ def status_payload(phone: str, status: dict[str, Any]) -> dict[str, Any]:
             "statuses": [status]}}]}]}
 
 
+def template_payload(field_name: str, value: dict[str, Any], at: float) -> dict[str, Any]:
+    """A template webhook as Meta posts it: the WABA's entry, stamped in seconds."""
+    return {"object": "whatsapp_business_account", "entry": [{"id": SANDBOX_DEFAULTS["WABA_ID"], "time": int(at),
+                                                              "changes": [{"field": field_name, "value": value}]}]}
+
+
 # ───────────────────────────── Messenger / Instagram ─────────────────────────────
 
 def _invalid(detail: str) -> GraphError:
@@ -271,13 +346,19 @@ def _wa_invalid(detail: str, code: int = 100, message: str = "(#100) Invalid par
     return GraphError(code, message, error_data={"messaging_product": "whatsapp", "details": detail})
 
 
-def _check_whatsapp_body(body: dict[str, Any]) -> str:
+def _check_whatsapp_body(w: World, body: dict[str, Any]) -> tuple[str, Template | None]:
+    """The recipient (digits of ``to``, or the ``recipient`` user id) and the template, if it is one."""
     if body.get("messaging_product") != "whatsapp":
         raise _wa_invalid("messaging_product must be 'whatsapp'",
                           message="(#100) The parameter messaging_product is required.")
-    to = "".join(ch for ch in str(body.get("to") or "") if ch.isdigit())
-    if not 7 <= len(to) <= 15:
-        raise _wa_invalid("'to' must be a phone number with country code")
+    if body.get("recipient"):
+        to = str(body["recipient"])
+        if not re.fullmatch(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}", to):
+            raise _wa_invalid("'recipient' must be a business-scoped user id such as US.13491208655302741918")
+    else:
+        to = "".join(ch for ch in str(body.get("to") or "") if ch.isdigit())
+        if not 7 <= len(to) <= 15:
+            raise _wa_invalid("'to' must be a phone number with country code")
     kind = body.get("type", "text")
     if kind not in WA_FREE_FORM | {"template"}:
         raise _wa_invalid(f"unknown message type {kind!r}")
@@ -286,25 +367,60 @@ def _check_whatsapp_body(body: dict[str, Any]) -> str:
         raise _wa_invalid(f"the parameter {kind} is required for type {kind}")
     if kind == "text" and not content.get("body"):
         raise _wa_invalid("text.body is required")
-    if kind == "template":
-        lang = content.get("language") if isinstance(content.get("language"), dict) else {}
-        if not content.get("name") or not lang.get("code"):
-            raise _wa_invalid("template.name and template.language.code are required")
-        if content["name"] not in APPROVED_TEMPLATES:
-            raise GraphError(132001, "(#132001) Template name does not exist in the translation",
-                             error_data={"messaging_product": "whatsapp",
-                                         "details": f"template name ({content['name']}) does not exist in "
-                                                    f"{lang['code']}"})
+    template = _check_template(w, content, to_user_id="recipient" in body) if kind == "template" else None
     if kind in ("image", "video", "audio", "document", "sticker") and not (content.get("link") or content.get("id")):
         raise _wa_invalid(f"{kind}.link or {kind}.id is required")
     if kind == "interactive" and not (isinstance(content.get("action"), dict) and content.get("type")):
         raise _wa_invalid("interactive.type and interactive.action are required")
-    return to
+    return to, template
 
 
-def _statuses(w: World, phone: str, wamid: str, wa_id: str, body: dict[str, Any], at: float,
-              user: User | None) -> list[dict[str, Any]]:
-    base: dict[str, Any] = {"id": wamid, "recipient_id": wa_id}
+def _check_template(w: World, content: dict[str, Any], *, to_user_id: bool) -> Template:
+    lang = content.get("language") if isinstance(content.get("language"), dict) else {}
+    if not content.get("name") or not lang.get("code"):
+        raise _wa_invalid("template.name and template.language.code are required")
+    template = w.templates.get((str(content["name"]), str(lang["code"])))
+    if template is None or template.status not in ("APPROVED", *_TEMPLATE_SEND_ERRORS):
+        raise GraphError(132001, "(#132001) Template name does not exist in the translation",
+                         error_data={"messaging_product": "whatsapp",
+                                     "details": f"template name ({content['name']}) does not exist in {lang['code']}"})
+    if template.status in _TEMPLATE_SEND_ERRORS:
+        code, message = _TEMPLATE_SEND_ERRORS[template.status]
+        raise GraphError(code, message, error_data={"messaging_product": "whatsapp",
+                                                    "details": f"template {template.name} is {template.status}"})
+    given = [p for c in content.get("components") or () if isinstance(c, dict) and str(c.get("type")).lower() == "body"
+             for p in c.get("parameters") or ()]
+    if len(given) != len(template.parameters):
+        raise GraphError(132000, "(#132000) Number of parameters does not match the expected number of params",
+                         error_data={"messaging_product": "whatsapp",
+                                     "details": f"body: number of localizable_params ({len(given)}) does not match "
+                                                f"the expected number of params ({len(template.parameters)})"})
+    if to_user_id and template.category == "AUTHENTICATION":
+        raise _wa_invalid("authentication templates can only be sent to a phone number")
+    return template
+
+
+def _recipient(user: User | None, to: str, *, phone_key: str, user_id_key: str) -> dict[str, str]:
+    """How Meta names the recipient: its number (unless hidden behind a username) and its user id."""
+    phone = user.id if user else (None if "." in to else to)
+    user_id = user.user_id if user else (to if "." in to else None)
+    return {**({phone_key: phone} if phone and not (user and user.hides_phone) else {}),
+            **({user_id_key: user_id} if user_id else {})}
+
+
+def _pricing(template: Template | None, in_window: bool) -> dict[str, Any]:
+    """Per-message pricing as Meta reports it: free-form messages are service (free); a utility template is
+    free inside the customer service window; marketing and authentication templates are charged."""
+    category = template.category.lower() if template else "service"
+    free = category == "service" or (category == "utility" and in_window)
+    return {"billable": not free, "pricing_model": "PMP", "category": category,
+            "type": "free_customer_service" if free else "regular"}
+
+
+def _statuses(w: World, phone: str, wamid: str, to: str, body: dict[str, Any], at: float,
+              user: User | None, template: Template | None) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {"id": wamid, **_recipient(user, to, phone_key="recipient_id",
+                                                      user_id_key="recipient_user_id")}
     if body.get("biz_opaque_callback_data"):
         base["biz_opaque_callback_data"] = body["biz_opaque_callback_data"]
     in_window = user is not None and user.last_inbound_at is not None and at - user.last_inbound_at <= DAY
@@ -319,11 +435,10 @@ def _statuses(w: World, phone: str, wamid: str, wa_id: str, body: dict[str, Any]
     if error:
         error["href"] = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
         return [{**base, "status": "failed", "timestamp": str(int(at) + 1), "errors": [error]}]
-    category = "utility" if body.get("type") == "template" else "service"
-    pricing = {"billable": category != "service", "pricing_model": "PMP", "category": category,
-               "type": "regular" if category != "service" else "free_customer_service"}
+    pricing = _pricing(template, in_window)
     steps = ["sent", "delivered"] + (["read"] if w.settings.read else [])
-    return [{**base, "status": s, "timestamp": str(int(at) + i), "pricing": pricing} for i, s in enumerate(steps)]
+    return [{**base, "status": s, "timestamp": str(int(at) + i), **({"pricing": pricing} if s != "read" else {})}
+            for i, s in enumerate(steps)]
 
 
 @surface.route("POST", "whatsapp_phone_number", "messages")
@@ -332,7 +447,7 @@ async def whatsapp_send(req: GraphRequest) -> JSONResponse:
     body = req.json if isinstance(req.json, dict) else {}
     if "whatsapp_business_messaging" not in req.token.scopes:
         raise GraphError(10, "(#10) Application does not have permission for this action")
-    to = _check_whatsapp_body(body)
+    to, template = _check_whatsapp_body(w, body)
     phone = req.node.id
     if not _throughput_ok(state, w, phone):
         state.count("messaging.130429")
@@ -345,17 +460,30 @@ async def whatsapp_send(req: GraphRequest) -> JSONResponse:
                           message="(#131056) (Business Account, Consumer Account) pair rate limit hit")
     now = time.time()
     wamid = "wamid." + secrets.token_urlsafe(30)
-    user = w.users.get(("whatsapp", to))
+    user = w.whatsapp_user(to)
     with state.lock:
         w.sent.append({"platform": "whatsapp", "channel_id": phone, "recipient_id": to, "message_id": wamid,
                        "request": body, "at": now})
     state.count("messaging.sent.whatsapp")
     task = None
     if w.settings.statuses and state.webhook_url:
-        payloads = [status_payload(phone, s) for s in _statuses(w, phone, wamid, to, body, now, user)]
+        payloads = [status_payload(phone, s) for s in _statuses(w, phone, wamid, to, body, now, user, template)]
         task = BackgroundTask(deliver_later, state, payloads)
-    return JSONResponse({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": to}],
+    contact = {"input": body.get("to") or body.get("recipient"),
+               **_recipient(user, to, phone_key="wa_id", user_id_key="user_id")}
+    return JSONResponse({"messaging_product": "whatsapp", "contacts": [contact],
                          "messages": [{"id": wamid, "message_status": "accepted"}]}, background=task)
+
+
+@surface.route("GET", "whatsapp_business_account", "message_templates")
+async def message_templates(req: GraphRequest) -> dict[str, Any]:
+    """The WABA's templates, paged as Meta pages them, with the fields asked for (``id`` always)."""
+    if "whatsapp_business_management" not in req.token.scopes:
+        raise GraphError(200, "(#200) Requires whatsapp_business_management permission to manage the object")
+    wanted = set(req.fields(("name", "language", "status", "category", "components")))
+    items = [{k: v for k, v in t.listing().items() if k in wanted}
+             for t in sorted(world(req.state).templates.values(), key=lambda t: (t.name, t.language))]
+    return paged(req, items, default_limit=25, max_limit=100)
 
 
 # ───────────────────────────── control routes ─────────────────────────────
@@ -365,7 +493,8 @@ def _state(request: Request) -> SandboxState:
 
 
 async def control_users(request: Request) -> JSONResponse:
-    """``{"users": [{"platform", "id", "last_inbound_at" (unix s) | "last_inbound_ago" (s), "unavailable"}]}``."""
+    """``{"users": [{"platform", "id", "last_inbound_at" (unix s) | "last_inbound_ago" (s), "unavailable",
+    "user_id", "hides_phone"}]}``."""
     state = _state(request)
     w = world(state)
     body = await request.json()
@@ -380,6 +509,8 @@ async def control_users(request: Request) -> JSONResponse:
             if "last_inbound_at" in spec:
                 user.last_inbound_at = None if spec["last_inbound_at"] is None else float(spec["last_inbound_at"])
             user.unavailable = bool(spec.get("unavailable", user.unavailable))
+            user.user_id = spec.get("user_id", user.user_id)
+            user.hides_phone = bool(spec.get("hides_phone", user.hides_phone))
             w.users[key] = user
     return JSONResponse({"ok": True, "users": len(w.users)})
 
@@ -409,8 +540,45 @@ async def control_settings(request: Request) -> JSONResponse:
     return JSONResponse(asdict(w.settings))
 
 
+async def control_templates(request: Request) -> JSONResponse:
+    """``POST {"name", "language", "status"?, "quality"?, "category"?, "reason"?, "body"?}``: add a template
+    (``body`` and ``category`` given, status PENDING unless said) or change one, then post each change's
+    webhook as Meta does (``message_template_status_update``, ``message_template_quality_update``,
+    ``template_category_update``). Answers with the template and the webhooks posted."""
+    state = _state(request)
+    w = world(state)
+    spec = await request.json()
+    key = (str(spec["name"]), str(spec.get("language", "en_US")))
+    now = time.time()
+    with state.lock:
+        template = w.templates.get(key)
+        if template is None:
+            template = Template(template_id(len(w.templates)), key[0], key[1],
+                                spec.get("category", "UTILITY"), "PENDING", spec.get("body", "Hello"))
+            w.templates[key] = template
+        ident = {"message_template_id": int(template.id), "message_template_name": template.name,
+                 "message_template_language": template.language}
+        payloads = []
+        if "status" in spec:
+            template.status = spec["status"]
+            payloads.append(template_payload("message_template_status_update", {
+                "event": template.status, **ident, "reason": spec.get("reason", "NONE"),
+                "message_template_category": template.category}, now))
+        if "quality" in spec:
+            previous, template.quality = template.quality, spec["quality"]
+            payloads.append(template_payload("message_template_quality_update", {
+                "previous_quality_score": previous, "new_quality_score": template.quality, **ident}, now))
+        if "category" in spec and spec["category"] != template.category:
+            previous, template.category = template.category, spec["category"]
+            payloads.append(template_payload("template_category_update", {
+                **ident, "previous_category": previous, "new_category": template.category}, now))
+    await post_webhooks(state, payloads)
+    return JSONResponse({"template": template.listing(), "webhooks": payloads})
+
+
 surface.control_routes += [
     Route("/_sandbox/messaging/users", control_users, methods=["POST"]),
     Route("/_sandbox/messaging/sent", control_sent, methods=["GET"]),
     Route("/_sandbox/messaging/settings", control_settings, methods=["GET", "POST"]),
+    Route("/_sandbox/messaging/templates", control_templates, methods=["POST"]),
 ]

@@ -8,17 +8,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from everreach_data import serving
+from everreach_data.meta import tokens
 from everreach_sandbox import capi, debug, marketing, messaging, pages
 from everreach_sandbox.core import Limits, SandboxState, TokenInfo
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 SURFACES = [marketing.surface, pages.surface, messaging.surface, capi.surface, debug.surface]
 APP_ID = TokenInfo("").app_id
+SANDBOX_USER_TOKEN = "sandbox-user-token"
 
 
 def app_token(app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"]) -> str:
-    """The app access token Meta accepts for ``/debug_token``: ``{app_id}|{app_secret}``."""
-    return f"{APP_ID}|{app_secret}"
+    """The sandbox app's access token, which ``/debug_token`` takes."""
+    return tokens.app_token(APP_ID, app_secret)
 
 
 def default_tokens(app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"]) -> dict[str, TokenInfo]:
@@ -47,6 +49,9 @@ def default_tokens(app_secret: str = SANDBOX_DEFAULTS["META_APP_SECRET"]) -> dic
         TokenInfo(d["FB_ADS_ACCESS_TOKEN"], scopes=("ads_read", "ads_management")),
         TokenInfo(d["META_CONVERSIONS_API_TOKEN"], scopes=("ads_management",)),
         TokenInfo(app_token(app_secret), type="APP"),
+        # A person's Facebook Login token: short-lived, for `everreach-data token exchange` to exchange.
+        TokenInfo(SANDBOX_USER_TOKEN, type="USER", profile_id=debug.USER_ID, expires_at=time.time() + 3600,
+                  scopes=(*debug.PAGE_SCOPES, "pages_manage_metadata")),
     ]
     return {t.token: t for t in tokens}
 

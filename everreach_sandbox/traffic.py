@@ -4,10 +4,12 @@ It produces what Meta produces, in Meta's wire formats, for the sandbox's Page, 
 WhatsApp number (``SANDBOX_DEFAULTS``), so the system's own sends and this traffic share threads:
 Messenger and Instagram messages (text, quick replies, attachments, replies, story replies, shares),
 echoes, postbacks, reactions, deliveries with mids and millisecond watermarks, reads (watermark, and
-Instagram ``read.mid``), unsends; WhatsApp messages of every common type with the contact's profile name,
-and sent/delivered/read/failed statuses with conversation and pricing. Some bodies batch several entries
-or items, some are posted twice byte-for-byte (Meta's at-least-once delivery), and receipts are shuffled
-(a ``read`` may come before its ``delivered``, a status before its message).
+Instagram ``read.mid``), unsends; WhatsApp messages of every common type with the contact's profile name
+and business-scoped user id (some users hide their number behind a username: only the id is sent),
+sent/delivered/read/failed statuses with conversation and per-message pricing, and now and then a template's
+quality changing. Some bodies batch several entries or items, some are posted twice byte-for-byte (Meta's
+at-least-once delivery), and receipts are shuffled (a ``read`` may come before its ``delivered``, a status
+before its message).
 """
 
 from __future__ import annotations
@@ -25,15 +27,21 @@ from typing import Any
 import httpx
 
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from everreach_sandbox.messaging import KNOWN_WA_USER, TEMPLATES, template_id, template_payload
 
 PAGE_ID = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
 IG_ID = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]
 PHONE_NUMBER_ID = SANDBOX_DEFAULTS["WHATSAPP_PHONE_NUMBER_ID"]
 WABA_ID = SANDBOX_DEFAULTS["WABA_ID"]
 DISPLAY_PHONE = "15550001234"
-APP_ID = 263902037430900
+APP_ID = int(SANDBOX_DEFAULTS["META_APP_ID"])
 #: The sandbox's own known users (sandbox/messaging.py), so sends to them and this traffic share threads.
-KNOWN_USERS = {"messenger": "6789012345678901", "instagram": "8422491661125971", "whatsapp": "972987654321"}
+KNOWN_USERS = {"messenger": "6789012345678901", "instagram": "8422491661125971", "whatsapp": KNOWN_WA_USER[0]}
+#: The share of WhatsApp users with a username, whose number Meta leaves out.
+USERNAME_SHARE = 0.1
+#: (category, type) of the pricing statuses carry, as per-message pricing has them.
+PRICING = [("marketing", "regular"), ("utility", "regular"), ("utility", "free_customer_service"),
+           ("authentication", "regular"), ("service", "free_customer_service")]
 TEXTS = ["Hi! Is this still available?", "Size M please", "What are your opening hours?", "Thanks 👋",
          "Can I change my delivery address?", "¿Tienen envío internacional?", "Great, order placed",
          "When will it ship?", "I need help with my order", "ok"]
@@ -62,6 +70,8 @@ class TrafficGenerator:
     clock: Callable[[], float] = time.time
     rng: random.Random = field(init=False)
     users: dict[str, list[str]] = field(init=False)
+    user_ids: dict[str, str] = field(init=False)       # WhatsApp wa_id → business-scoped user id
+    usernames: set[str] = field(init=False)            # wa_ids whose number webhooks leave out
     _counter: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -74,6 +84,10 @@ class TrafficGenerator:
             "whatsapp": [KNOWN_USERS["whatsapp"]] + [str(self.rng.randrange(10**10, 10**12))
                                                      for _ in range(self.participants)],
         }
+        self.user_ids = {w: f"{self.rng.choice(['US', 'BR', 'IN', 'PT'])}.{self.rng.randrange(10**19, 10**20)}"
+                         for w in self.users["whatsapp"]}
+        self.user_ids[KNOWN_WA_USER[0]] = KNOWN_WA_USER[1]
+        self.usernames = {w for w in self.users["whatsapp"][1:] if self.rng.random() < USERNAME_SHARE}
 
     # ── ids and clocks ──
     def _id(self, prefix: str) -> str:
@@ -180,7 +194,10 @@ class TrafficGenerator:
     def _wa_message(self, wa_id: str, ts: int) -> dict[str, Any]:
         kind = self.rng.choice(["text", "text", "text", "interactive", "button", "image", "reaction",
                                 "location", "referral"])
-        msg: dict[str, Any] = {"from": wa_id, "id": self._id("wamid.HBgM"), "timestamp": str(ts)}
+        msg: dict[str, Any] = {"id": self._id("wamid.HBgM"), "timestamp": str(ts),
+                               "from_user_id": self.user_ids[wa_id]}
+        if wa_id not in self.usernames:
+            msg["from"] = wa_id
         if kind == "interactive":
             msg.update(type="interactive", interactive={"type": "button_reply",
                                                         "button_reply": {"id": "yes_ship", "title": "Yes"}})
@@ -206,15 +223,18 @@ class TrafficGenerator:
     def _wa_inbound(self) -> list[dict[str, Any]]:
         now = int(self.clock())
         wa_ids = list({self._user("whatsapp") for _ in range(self.rng.randint(1, 3))})
-        contacts = [{"profile": {"name": self.rng.choice(NAMES)}, "wa_id": w} for w in wa_ids]
+        contacts = [{"profile": {"name": self.rng.choice(NAMES)}, "user_id": self.user_ids[w],
+                     **({} if w in self.usernames else {"wa_id": w})} for w in wa_ids]
         messages = [self._wa_message(w, now - self.rng.randint(0, 5)) for w in wa_ids]
         return [self._wa_envelope([{"contacts": contacts, "messages": messages}])]
 
     def _wa_statuses(self) -> list[dict[str, Any]]:
         """Statuses for a message the business sent, in shuffled order; sometimes it fails instead."""
         wa_id, wamid, now = self._user("whatsapp"), self._id("wamid.HBgM"), int(self.clock())
-        base = {"id": wamid, "recipient_id": wa_id}
-        pricing = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+        base = {"id": wamid, "recipient_user_id": self.user_ids[wa_id],
+                **({} if wa_id in self.usernames else {"recipient_id": wa_id})}
+        category, kind = self.rng.choice(PRICING)
+        pricing = {"billable": kind == "regular", "pricing_model": "PMP", "category": category, "type": kind}
         conversation = {"id": self._id("")[:30], "expiration_timestamp": str(now + 86400),
                         "origin": {"type": "utility"}}
         if self.rng.random() < 0.1:
@@ -234,6 +254,15 @@ class TrafficGenerator:
             return [self._wa_envelope([{"statuses": statuses}])]
         return [self._wa_envelope([{"statuses": [s]}]) for s in statuses]
 
+    def _wa_template_quality(self) -> list[dict[str, Any]]:
+        """A template's quality rating moves (Meta rates templates by how people react to them)."""
+        i = self.rng.randrange(len(TEMPLATES))
+        name, language = TEMPLATES[i][:2]
+        previous, new = self.rng.sample(["GREEN", "YELLOW", "RED"], 2)
+        return [template_payload("message_template_quality_update", {
+            "previous_quality_score": previous, "new_quality_score": new, "message_template_id": int(template_id(i)),
+            "message_template_name": name, "message_template_language": language}, self.clock())]
+
     # ── the stream ──
     def scenario(self) -> list[dict[str, Any]]:
         """One realistic burst of payloads (a conversation turn, a status sequence, a batch…)."""
@@ -246,7 +275,9 @@ class TrafficGenerator:
             return self._page_misc(self.rng.choice(["messenger", "instagram"]))
         if r < 0.75:
             return self._wa_inbound()
-        return self._wa_statuses()
+        if r < 0.995:
+            return self._wa_statuses()
+        return self._wa_template_quality()
 
     def bodies(self) -> Iterator[bytes]:
         """Encoded bodies forever, with byte-identical redeliveries now and then."""

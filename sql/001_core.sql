@@ -3,13 +3,21 @@
 -- Every write path is idempotent on Meta's own ids (insight natural keys, event ids).
 -- Needs PostgreSQL 13+ (gen_random_uuid and sha256 are built in).
 
--- Supabase has auth.users; elsewhere a minimal stand-in with the columns we reference.
-CREATE SCHEMA IF NOT EXISTS auth;
-CREATE TABLE IF NOT EXISTS auth.users (
-    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    email      text UNIQUE,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
+-- Supabase has auth.users, owned by its auth service in a schema the app's role may not create in (so not
+-- even CREATE … IF NOT EXISTS may name it); elsewhere a minimal stand-in with the columns we reference.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'auth' AND c.relname = 'users') THEN
+        CREATE SCHEMA IF NOT EXISTS auth;
+        CREATE TABLE auth.users (
+            id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            email      text UNIQUE,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+    END IF;
+END
+$$;
 
 -- The CRM's campaigns; Meta campaigns are upserted here by (source, external_id).
 CREATE TABLE campaign (

@@ -89,7 +89,15 @@ COMMENT ON COLUMN conversion_reconciliation_daily.meta_attributed IS 'conversion
 
 -- ───────────────────────────── what the other tables are ─────────────────────────────
 
-COMMENT ON TABLE auth.users IS 'The app''s users (Supabase''s auth.users where it exists; a stand-in elsewhere).';
+-- Only on our own stand-in: Supabase's auth.users belongs to its auth service, and only a table's owner may
+-- comment on it.
+DO $$
+BEGIN
+    IF pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'auth.users'::regclass), 'MEMBER') THEN
+        COMMENT ON TABLE auth.users IS 'The app''s users (Supabase''s auth.users where it exists; a stand-in elsewhere).';
+    END IF;
+END
+$$;
 COMMENT ON TABLE campaign IS 'The CRM''s campaigns; Meta campaigns are upserted here by ad_performance (source meta, external_id = Meta''s id).';
 COMMENT ON TABLE user_event IS 'The app''s behavioural events; every message logs one, and meta_conversion_event sends the ones that are Meta conversions.';
 COMMENT ON COLUMN user_event.event_type IS 'e.g. purchase, lead_submitted, signup, message_received, message_sent';

@@ -26,7 +26,7 @@ def test_demo_runs_every_step_against_the_in_process_sandbox(empty_db_url: str) 
     )
     summary = dict(result.lines)
     assert "applied 001_core.sql" in summary["database"]
-    assert summary["tokens"].count(" valid (") == 4 and "INVALID" not in summary["tokens"]
+    assert summary["tokens"].count(" valid (") == 5 and "INVALID" not in summary["tokens"]
     assert "Page " in summary["organic (Graph API)"]
     assert lines[-1].startswith("done in ") and "Graph API calls" in lines[-1]
     with psycopg.connect(empty_db_url) as conn:  # what the summary says landed, landed

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from everreach_data.receiver.app import create_app
-from everreach_data.receiver.auth import authenticate, issue_token
+from everreach_data.receiver.auth import TokenPolicy, authenticate, issue_token
 from everreach_data.receiver.errors import ApiError, api_error_handler
 from tests.servers import serve
 
@@ -47,7 +47,7 @@ async def whoami(request: Request) -> JSONResponse:
 
 def auth_app() -> Starlette:
     app = Starlette(routes=[Route("/api/v1/whoami", whoami)], exception_handlers={ApiError: api_error_handler})
-    app.state.jwt_secret = SECRET
+    app.state.token_policy = TokenPolicy(SECRET)
     return app
 
 
@@ -73,6 +73,6 @@ def test_bad_tokens_get_401_with_a_reason(header, reason):
 
 def test_valid_token_yields_its_sub():
     with serve(auth_app()) as base:
-        token = issue_token(SECRET, "operator-7")
+        token = issue_token(SECRET, "operator-7", roles=["operator"])
         response = httpx.get(f"{base}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200 and response.json() == {"sub": "operator-7"}

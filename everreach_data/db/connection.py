@@ -5,12 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from everreach_data.config import Settings
 from everreach_data.db.embedded import APP_DATABASE, DAGSTER_DATABASE, start_embedded
+
+#: Connection options for everything that connects to ``DATABASE_URL``, which may be a transaction-mode pooler
+#: (PgBouncer, Supabase's Supavisor on port 6543): consecutive transactions of one connection may run on
+#: different server sessions there, so a statement psycopg prepared on one (it prepares a query after its
+#: fifth execution) would be missing on the next. Never prepare; each statement is parsed where it runs.
+POOLER_SAFE: dict[str, Any] = {"prepare_threshold": None}
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -68,9 +75,9 @@ def app_database_url(settings: Settings) -> str:
 
 @contextmanager
 def connect(url: str, **kwargs) -> Iterator[psycopg.Connection]:
-    """A psycopg connection (dict rows) that commits on success and rolls back on error."""
+    """A psycopg connection (dict rows, :data:`POOLER_SAFE`) that commits on success and rolls back on error."""
     try:
-        conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=10, **kwargs)
+        conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=10, **{**POOLER_SAFE, **kwargs})
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(f"cannot reach the database at {redact(url)}: {reason}") from exc

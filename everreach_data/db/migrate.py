@@ -1,7 +1,10 @@
 """Numbered, idempotent migrations from ``sql/``: each applied once, in order, in its own transaction.
 
-A session-level advisory lock makes concurrent ``migrate`` runs safe: the second waits, then finds
-nothing left to do. A failing migration is rolled back whole and named in the error.
+Each transaction first takes a transaction-level advisory lock, then reads the ledger and applies the next
+pending migration, so concurrent ``migrate`` runs are safe: the second waits, then finds nothing left to
+do. Transaction-level because ``DATABASE_URL`` may be a transaction-mode pooler, where a session-level lock
+would stay on whichever server session took it. A failing migration is rolled back whole and named in the
+error.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from everreach_data.db.connection import connect, redact
 
 SQL_DIR = PROJECT_ROOT / "sql"
 MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-#: Arbitrary, fixed key for pg_advisory_lock: "everreach migrations".
+#: Arbitrary, fixed key for pg_advisory_xact_lock: "everreach migrations".
 ADVISORY_LOCK_KEY = 0x45_56_52_4D
 
 CREATE_LEDGER = """
@@ -76,31 +79,31 @@ def check_ledger(applied: dict[int, str], migrations: list[Migration], url: str)
 
 def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
     """Apply pending migrations; return the names of those applied (empty when up to date)."""
+    migrations = discover(sql_dir)
     applied_now: list[str] = []
     with connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-        try:
-            conn.execute(CREATE_LEDGER)
-            done = {row["version"]: row["name"] for row in conn.execute("SELECT version, name FROM schema_migrations")}
-            migrations = discover(sql_dir)
-            check_ledger(done, migrations, url)
-            for migration in migrations:
-                if migration.version in done:
-                    continue
-                try:
-                    with conn.transaction():
-                        conn.execute(migration.text)
-                        conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                            (migration.version, migration.name, migration.checksum),
-                        )
-                except psycopg.Error as exc:
-                    detail = (exc.diag.message_primary or str(exc)).strip()
-                    raise MigrationError(
-                        f"migration {migration.name} failed and was rolled back (nothing from it was "
-                        f"applied): {detail}"
-                    ) from exc
-                applied_now.append(migration.name)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        while (applied := _apply_next(conn, migrations, url)) is not None:
+            applied_now.append(applied)
     return applied_now
+
+
+def _apply_next(conn: psycopg.Connection, migrations: list[Migration], url: str) -> str | None:
+    """One transaction, under the lock: apply the first pending migration; its name, or None if none is."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        conn.execute(CREATE_LEDGER)
+        done = {row["version"]: row["name"] for row in conn.execute("SELECT version, name FROM schema_migrations")}
+        check_ledger(done, migrations, url)
+        migration = next((m for m in migrations if m.version not in done), None)
+        if migration is None:
+            return None
+        try:
+            with conn.transaction():
+                conn.execute(migration.text)
+                conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                             (migration.version, migration.name, migration.checksum))
+        except psycopg.Error as exc:
+            detail = (exc.diag.message_primary or str(exc)).strip()
+            raise MigrationError(f"migration {migration.name} failed and was rolled back (nothing from it was "
+                                 f"applied): {detail}") from exc
+    return migration.name

@@ -1,5 +1,6 @@
 """A batch's webhook records written with a handful of set-based statements: threads, messages, receipts,
-watermarks (policy windows follow from the message trigger, ``update_thread_timestamp``).
+watermarks (policy windows follow from the message trigger, ``update_thread_timestamp``), and for WhatsApp
+the identities of business-scoped user ids, the template catalog's changes and each message's pricing.
 
 Concurrent runs meet on ``conversation_thread`` rows (a few hundred busy threads take most of the traffic).
 Everything that does not lock them — creating new threads, watermarks — comes first; the message trigger
@@ -22,7 +23,18 @@ from typing import Any
 import psycopg
 
 from everreach_data.db.fast_json import jsonb
-from everreach_data.meta.webhooks import Deletion, Delivery, Message, Read, Record, Status, StoryInsights
+from everreach_data.inbox.queue import get
+from everreach_data.meta.webhooks import (
+    Deletion,
+    Delivery,
+    Message,
+    Read,
+    Record,
+    Status,
+    StoryInsights,
+    TemplateUpdate,
+    UserIdUpdate,
+)
 from everreach_data.organic.store import write_story_webhooks
 
 log = logging.getLogger(__name__)
@@ -163,6 +175,88 @@ WHERE m.thread_id = w.thread_id AND m.direction = 'outbound' AND m.status IN ('s
 """
 
 
+# ───────────────────────────── WhatsApp: identities, templates, pricing ─────────────────────────────
+
+# The thread each business-scoped user id of the batch belongs to (its participant_id: the phone number when
+# known; an id replaced by a user_id_update is read as its replacement). Ids with no thread, or whose thread
+# lacks the observed phone number, and every user_id_update, are linked first (link_whatsapp_participants,
+# sql/006): two indexed probes per user id when nothing is new, which is nearly always.
+RESOLVE_USER_IDS = """
+SELECT x.channel_id, x.user_id, t.participant_id
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (channel_id text, user_id text)
+LEFT JOIN whatsapp_user_id_change c ON c.channel_id = x.channel_id AND c.previous_user_id = x.user_id
+JOIN conversation_thread t
+  ON t.platform = 'whatsapp' AND t.channel_id = x.channel_id AND t.participant_user_id = coalesce(c.user_id, x.user_id)
+"""
+
+LINK_USER_IDS = "SELECT link_whatsapp_participants(%(rows)s::jsonb)"
+
+# Template webhooks, folded per template (several may come in one batch): each kind of change (status,
+# quality, category) is applied only if Meta made it after the one the catalog holds; a template the catalog
+# does not know yet is added with what the webhook says (its components come with the next sync). The
+# category a status update names only fills in one we do not know: template_category_update changes it.
+APPLY_TEMPLATE_UPDATES = """
+INSERT INTO whatsapp_message_template AS t (waba_id, template_id, name, language, status, category,
+                                            previous_category, quality_score, rejected_reason, status_changed_at,
+                                            quality_changed_at, category_changed_at)
+SELECT waba_id, template_id, coalesce(name, ''), coalesce(language, ''), status, category, previous_category,
+       quality, reason, status_at, quality_at, category_at
+FROM (
+    SELECT waba_id, template_id,
+           (array_agg(name ORDER BY ts DESC) FILTER (WHERE name IS NOT NULL))[1] AS name,
+           (array_agg(language ORDER BY ts DESC) FILTER (WHERE language IS NOT NULL))[1] AS language,
+           (array_agg(value ORDER BY ts DESC) FILTER (WHERE change = 'status'))[1] AS status,
+           (array_agg(nullif(reason, 'NONE') ORDER BY ts DESC) FILTER (WHERE change = 'status'))[1] AS reason,
+           to_timestamp(max(ts) FILTER (WHERE change = 'status') / 1000.0) AS status_at,
+           (array_agg(value ORDER BY ts DESC) FILTER (WHERE change = 'quality'))[1] AS quality,
+           to_timestamp(max(ts) FILTER (WHERE change = 'quality') / 1000.0) AS quality_at,
+           coalesce((array_agg(value ORDER BY ts DESC) FILTER (WHERE change = 'category'))[1],
+                    (array_agg(category ORDER BY ts DESC) FILTER (WHERE category IS NOT NULL))[1]) AS category,
+           (array_agg(previous ORDER BY ts DESC) FILTER (WHERE change = 'category'))[1] AS previous_category,
+           to_timestamp(max(ts) FILTER (WHERE change = 'category') / 1000.0) AS category_at
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS x (waba_id text, template_id text, name text, language text, change text, value text,
+               category text, previous text, reason text, ts bigint)
+    GROUP BY waba_id, template_id
+    ORDER BY waba_id, template_id
+) u
+ON CONFLICT (waba_id, template_id) DO UPDATE SET
+    name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE t.name END,
+    language = CASE WHEN EXCLUDED.language <> '' THEN EXCLUDED.language ELSE t.language END,
+    status = CASE WHEN EXCLUDED.status_changed_at > coalesce(t.status_changed_at, '-infinity')
+                  THEN EXCLUDED.status ELSE t.status END,
+    rejected_reason = CASE WHEN EXCLUDED.status_changed_at > coalesce(t.status_changed_at, '-infinity')
+                           THEN EXCLUDED.rejected_reason ELSE t.rejected_reason END,
+    status_changed_at = GREATEST(t.status_changed_at, EXCLUDED.status_changed_at),
+    quality_score = CASE WHEN EXCLUDED.quality_changed_at > coalesce(t.quality_changed_at, '-infinity')
+                         THEN EXCLUDED.quality_score ELSE t.quality_score END,
+    quality_changed_at = GREATEST(t.quality_changed_at, EXCLUDED.quality_changed_at),
+    category = CASE WHEN EXCLUDED.category_changed_at > coalesce(t.category_changed_at, '-infinity')
+                    THEN EXCLUDED.category ELSE coalesce(t.category, EXCLUDED.category) END,
+    previous_category = CASE WHEN EXCLUDED.category_changed_at > coalesce(t.category_changed_at, '-infinity')
+                             THEN coalesce(EXCLUDED.previous_category, t.previous_category)
+                             ELSE t.previous_category END,
+    category_changed_at = GREATEST(t.category_changed_at, EXCLUDED.category_changed_at),
+    updated_at = now()
+"""
+
+# Each outbound WhatsApp message's pricing, from the earliest status that carried one.
+INSERT_PRICING = """
+INSERT INTO whatsapp_message_pricing AS p (platform_message_id, channel_id, category, pricing_type, pricing_model,
+                                           billable, priced_at)
+SELECT DISTINCT ON (mid) mid, channel_id, category, pricing_type, pricing_model, billable, to_timestamp(ts / 1000.0)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS x (mid text, channel_id text, category text, pricing_type text, pricing_model text, billable boolean,
+           ts bigint)
+ORDER BY mid, ts
+ON CONFLICT (platform_message_id) DO UPDATE
+    SET channel_id = EXCLUDED.channel_id, category = EXCLUDED.category, pricing_type = EXCLUDED.pricing_type,
+        pricing_model = EXCLUDED.pricing_model, billable = EXCLUDED.billable, priced_at = EXCLUDED.priced_at,
+        updated_at = now()
+    WHERE EXCLUDED.priced_at < p.priced_at
+"""
+
+
 # ───────────────────────────── records → rows ─────────────────────────────
 
 @dataclass(slots=True)
@@ -176,20 +270,49 @@ class Rows:
     ours: list[dict[str, Any]] = field(default_factory=list)  # Meta's ids of messages that name our job
     threads_created: int = 0
     stories: list[StoryInsights] = field(default_factory=list)  # Instagram story_insights (organic tables)
+    #: WhatsApp users seen with a business-scoped user id: {channel_id, phone, user_id, previous_user_id, ts}.
+    user_ids: list[dict[str, Any]] = field(default_factory=list)
+    #: The thread and message rows of users known by user id alone: their participant_id is re-pointed at
+    #: the user's thread (the phone number, if we know it) once the batch's user ids are resolved.
+    by_user_id: list[dict[str, Any]] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)
+    pricing: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, record: Record) -> None:
         if isinstance(record, Message):
-            self.threads.append({"platform": record.platform, "channel_id": record.channel_id,
-                                 "participant_id": record.participant_id,
-                                 "participant_name": record.participant_name})
-            self.messages.append({
+            thread = {"platform": record.platform, "channel_id": record.channel_id,
+                      "participant_id": record.participant_id, "participant_name": record.participant_name}
+            message = {
                 "platform": record.platform, "channel_id": record.channel_id,
                 "participant_id": record.participant_id, "mid": record.mid, "direction": record.direction,
                 "message_type": record.message_type, "content": record.text, "payload": record.raw,
-                "is_echo": record.is_echo, "reply_to_id": record.reply_to_id, "ts": record.timestamp_ms})
+                "is_echo": record.is_echo, "reply_to_id": record.reply_to_id, "ts": record.timestamp_ms}
+            self.threads.append(thread)
+            self.messages.append(message)
             if record.metadata:
                 self.ours.append({"job": record.metadata, "platform": record.platform, "mid": record.mid})
+            if record.participant_user_id is not None:
+                self.user_ids.append({"channel_id": record.channel_id, "phone": record.participant_phone,
+                                      "user_id": record.participant_user_id, "previous_user_id": None,
+                                      "ts": record.timestamp_ms})
+                if record.participant_phone is None:
+                    self.by_user_id += [thread, message]
+        elif isinstance(record, UserIdUpdate):
+            self.user_ids.append({"channel_id": record.channel_id, "phone": record.phone,
+                                  "user_id": record.user_id, "previous_user_id": record.previous_user_id,
+                                  "ts": record.timestamp_ms})
+        elif isinstance(record, TemplateUpdate):
+            self.templates.append({
+                "waba_id": record.waba_id, "template_id": record.template_id, "name": record.name,
+                "language": record.language, "change": record.change, "value": record.value,
+                "category": record.category, "previous": record.previous, "reason": record.reason,
+                "ts": record.timestamp_ms})
         elif isinstance(record, Status):
+            if record.priced is not None:
+                self.pricing.append({
+                    "mid": record.mid, "channel_id": record.channel_id, "category": record.priced.category,
+                    "pricing_type": record.priced.type, "pricing_model": record.priced.model,
+                    "billable": record.priced.charged, "ts": record.timestamp_ms})
             error = record.errors[0] if record.errors else None
             payload = {k: v for k, v in (
                 ("recipient_id", record.participant_id), ("channel_id", record.channel_id),
@@ -234,16 +357,23 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
     """Write ``records`` with a handful of set-based statements, in the caller's transaction.
 
     Order matters for concurrent runs (module docstring): as little as possible comes after the message
-    INSERT, which locks the batch's threads. Watermarks go before it (the INSERT's trigger applies them to
-    the batch's own messages); receipts after it, so that those whose message is in this batch are stored
+    INSERT, which locks the batch's threads. WhatsApp identities go first (the threads the messages join),
+    pricing, template changes and watermarks before it (the INSERT's trigger applies watermarks to the
+    batch's own messages); receipts after it, so that those whose message is in this batch are stored
     applied.
     """
     rows = Rows()
     for record in records:
         rows.add(record)
-    named_threads = [t for t in rows.threads if t["participant_name"] is not None]
     if rows.stories:  # no thread locks: first
         write_story_webhooks(conn, rows.stories)
+    if rows.user_ids:
+        _resolve_user_ids(conn, rows)
+    if rows.pricing:
+        conn.execute(INSERT_PRICING, {"rows": jsonb(rows.pricing)})
+    if rows.templates:
+        conn.execute(APPLY_TEMPLATE_UPDATES, {"rows": jsonb(rows.templates)})
+    named_threads = [t for t in rows.threads if t["participant_name"] is not None]
     if rows.threads:
         rows.threads_created = conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)}).rowcount
     if rows.watermarks:
@@ -257,6 +387,30 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
     if rows.receipts:
         conn.execute(INSERT_RECEIPTS, {"rows": jsonb(rows.receipts)})
     return rows
+
+
+def _resolve_user_ids(conn: psycopg.Connection, rows: Rows) -> None:
+    """Link what is new about the batch's WhatsApp identities, then point the rows of users known by user id
+    alone at their thread. A thread merged away by a concurrent drain meanwhile is created again by
+    INSERT_THREADS (nothing is lost) and merged the next time the user's id is seen."""
+    observed = {(u["channel_id"], u["phone"], u["user_id"], u["previous_user_id"]): u
+                for u in sorted(rows.user_ids, key=lambda u: u["ts"])}  # each identity once, as last seen
+    threads = _threads_by_user_id(conn, {(u["channel_id"], u["user_id"]) for u in observed.values()})
+    links = [u for u in observed.values() if u["previous_user_id"] is not None
+             or (u["channel_id"], u["user_id"]) not in threads
+             or (u["phone"] is not None and threads[u["channel_id"], u["user_id"]] != u["phone"])]
+    if links:
+        conn.execute(LINK_USER_IDS, {"rows": jsonb(links)})
+        if rows.by_user_id:
+            threads = _threads_by_user_id(conn, {(r["channel_id"], r["participant_id"]) for r in rows.by_user_id})
+    for row in rows.by_user_id:
+        row["participant_id"] = threads.get((row["channel_id"], row["participant_id"]), row["participant_id"])
+
+
+def _threads_by_user_id(conn: psycopg.Connection, user_ids: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    found = conn.execute(RESOLVE_USER_IDS, {"rows": jsonb([{"channel_id": c, "user_id": u}
+                                                            for c, u in user_ids])}).fetchall()
+    return {(get(r, 0, "channel_id"), get(r, 1, "user_id")): get(r, 2, "participant_id") for r in found}
 
 
 def apply_orphans(conn: psycopg.Connection) -> int:

@@ -15,7 +15,12 @@ import psycopg
 from everreach_data.inbox.queue import get, record_failures
 
 LOCK_BATCH = "SELECT pg_advisory_xact_lock(%(key)s)"
-TRACK_BATCH = "INSERT INTO webhook_drain_batch (batch_key, event_ids) VALUES (%(key)s, %(ids)s::int8range[])"
+# Committed asynchronously (a record lost in a server crash belongs to a batch that crash rolled back anyway),
+# set for this statement's own transaction: the tracker may be behind a transaction pooler.
+TRACK_BATCH = """
+INSERT INTO webhook_drain_batch (batch_key, event_ids)
+SELECT %(key)s, %(ids)s::int8range[] FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+"""
 UNTRACK_BATCH = "DELETE FROM webhook_drain_batch WHERE batch_key = %(key)s"
 
 # Records whose key is not locked: their batch's transaction is over, and it did not commit. The recovering

@@ -25,9 +25,9 @@ from typing import Any
 
 import psycopg
 
-from everreach_data.db.connection import RECONNECT_WAIT_SECONDS, connection_lost
+from everreach_data.db.connection import POOLER_SAFE, RECONNECT_WAIT_SECONDS, connection_lost
 from everreach_data.db.fast_json import decode_with
-from everreach_data.db.run_liveness import session_name
+from everreach_data.db.run_liveness import presence
 from everreach_data.inbox import batches
 from everreach_data.inbox import queue as inbox
 from everreach_data.inbox.apply import apply_orphans, apply_records
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_ATTEMPTS = 3
-#: ``application_name`` of the drain's Postgres sessions, followed by the Dagster run id.
+#: ``application_name`` of the drain's Postgres sessions, and the name its runs' presence is held under.
 DRAIN_APPLICATION = "everreach-webhook-drain"
 
 
@@ -86,6 +86,7 @@ Parsed = dict[int, "list[Record] | str"]
 class _Options:
     max_attempts: int
     backoff_seconds: float
+    lease_seconds: float
     #: Autocommit connection that records batches in flight (batches.track).
     tracker: psycopg.Connection
 
@@ -106,6 +107,7 @@ def _batch(conn: psycopg.Connection, claim: Callable[[], list[inbox.ClaimedEvent
     key = secrets.randbits(63)
     try:
         with conn.transaction():
+            inbox.configure_transaction(conn, lease_seconds=opts.lease_seconds)
             events = claim()
             claimed.extend(events)
             if events:
@@ -208,14 +210,11 @@ def _recover_dead_batches(conn: psycopg.Connection, stats: DrainStats, opts: _Op
 
 
 def _tracker(conn: psycopg.Connection) -> psycopg.Connection:
-    """A second connection like ``conn``, for batch records. Asynchronous commit: a record lost in a server
-    crash belongs to a batch that crash rolled back anyway."""
+    """A second connection like ``conn``, for batch records."""
     params = conn.info.get_parameters()
     if conn.info.password:
         params["password"] = conn.info.password
-    tracker = psycopg.connect(**params, autocommit=True)
-    tracker.execute("SET synchronous_commit = off")
-    return tracker
+    return psycopg.connect(**params, autocommit=True, **POOLER_SAFE)
 
 
 def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None,
@@ -227,17 +226,16 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     With ``linger_seconds`` an empty queue is polled (every ``poll_seconds``) for that long before
     returning, so a steady trickle of webhooks is picked up in well under a second instead of paying a
     run start-up per sensor tick. A batch open longer than ``lease_seconds`` without activity is ended by
-    the server (see :func:`inbox.configure_session`). Batches of runs that died are recovered first, and
+    the server (see :func:`inbox.configure_transaction`). Batches of runs that died are recovered first, and
     whenever the queue is empty (:func:`_recover_dead_batches`); a second connection records the batches.
     What was done is added to ``stats`` as it happens (so it survives a lost connection) and returned.
 
     ``conn`` must be in autocommit mode: each batch is its own transaction.
     """
-    inbox.configure_session(conn, lease_seconds=lease_seconds)
     decode_with(conn)
     stats = DrainStats() if stats is None else stats
     with _tracker(conn) as tracker:
-        opts = _Options(max_attempts, backoff_seconds, tracker)
+        opts = _Options(max_attempts, backoff_seconds, lease_seconds, tracker)
         _recover_dead_batches(conn, stats, opts)
         idle_since: float | None = None
         unswept = False  # batches committed since the last apply_orphans()
@@ -283,14 +281,12 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None,
               time_budget_seconds: float | None = None, **kwargs: Any) -> DrainStats:
     """:func:`drain` on ``workers`` connections at once (threads; claims never overlap), stats summed.
 
-    Postgres does most of the work, so two workers use two cores even under the GIL. The sessions carry
-    ``run_id`` in their ``application_name``, so the sensor can tell a live run from a dead one
-    (:mod:`everreach_data.db.run_liveness`). A worker that loses the database (a restart, a failover)
-    reconnects and carries on within the time budget: the batch in flight rolled back with its connection, so
-    nothing is lost, and the run is back within a second of the server instead of failing and leaving the
-    queue to wait for the sensor's next run.
+    Postgres does most of the work, so two workers use two cores even under the GIL. The run's presence is
+    held meanwhile, so the sensor can tell a live run from a dead one (:mod:`everreach_data.db.run_liveness`).
+    A worker that loses the database (a restart, a failover) reconnects and carries on within the time
+    budget: the batch in flight rolled back with its connection, so nothing is lost, and the run is back
+    within a second of the server instead of failing and leaving the queue to wait for the sensor's next run.
     """
-    application_name = session_name(DRAIN_APPLICATION, run_id)
 
     def one() -> DrainStats:
         stats = DrainStats()
@@ -300,7 +296,8 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None,
         while True:
             left = None if time_budget_seconds is None else time_budget_seconds - (time.perf_counter() - started)
             try:
-                with psycopg.connect(url, autocommit=True, application_name=application_name) as conn:
+                with psycopg.connect(url, autocommit=True, application_name=DRAIN_APPLICATION,
+                                     **POOLER_SAFE) as conn:
                     wait = first
                     drain(conn, time_budget_seconds=left, stats=stats, **kwargs)
                 break
@@ -317,10 +314,11 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None,
         return stats
 
     if workers <= 1:
-        with _heap_frozen():
+        with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen():
             return one()
     started = time.perf_counter()
-    with _heap_frozen(), ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
+    with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen(), \
+            ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
         results = [f.result() for f in [pool.submit(one) for _ in range(workers)]]
     total = DrainStats(idle=True)
     for result in results:

@@ -33,17 +33,24 @@ MAX_FLUSHERS = 2
 # Binary parameters (%b): the text format would escape every quote of every JSON body in Python. The
 # objects we handle are a constant of the code, rendered into the statement once (psycopg's Literal): as a
 # third parameter, its list was typed and encoded again on every commit.
-# Stores the bodies that are JSON objects with a non-empty string ``object``; returns the others (1-based
-# position, jsonb type) so their requests get 400. A body that is not JSON at all fails the statement
-# (22P02) and the group is retried one body at a time.
+# Stores the bodies that are JSON objects with a non-empty string ``object`` and whose hash is new to
+# meta_webhook_event_digest (byte-identical redeliveries are stored once, in whichever month they arrive:
+# the inbox is partitioned by month and cannot hold a unique key on the hash); returns the others (1-based
+# position, jsonb type) so their requests get 400. A body that is not JSON at all fails the statement (22P02)
+# and the group is retried one body at a time. The group's bodies are distinct (GroupCommitWriter._insert).
 INSERT_EVENTS = sql.SQL("""
 WITH b AS MATERIALIZED (
     SELECT u.i, u.body::jsonb AS p, u.sha FROM unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u (body, sha, i)
+), new AS (
+    INSERT INTO meta_webhook_event_digest (body_sha256)
+    SELECT sha FROM b WHERE jsonb_typeof(p -> 'object') = 'string' AND p ->> 'object' <> ''
+    ON CONFLICT (body_sha256) DO NOTHING
+    RETURNING body_sha256
 ), ins AS (
     INSERT INTO meta_webhook_event (object, payload, body_sha256, status)
     SELECT p ->> 'object', p, sha, CASE WHEN p ->> 'object' = ANY({handled}::text[]) THEN 'pending' ELSE 'ignored' END
-    FROM b WHERE jsonb_typeof(p -> 'object') = 'string' AND p ->> 'object' <> ''
-    ON CONFLICT (body_sha256) DO NOTHING
+    FROM b JOIN new ON new.body_sha256 = b.sha
+    ORDER BY b.i
 )
 SELECT i, jsonb_typeof(p) FROM b
 WHERE jsonb_typeof(p -> 'object') IS DISTINCT FROM 'string' OR p ->> 'object' = ''
@@ -149,10 +156,15 @@ class GroupCommitWriter:
 
     @staticmethod
     async def _insert(cur: psycopg.AsyncCursor, group: list[_Pending]) -> dict[int, str]:
-        """INSERT+COMMIT ``group``; returns {1-based position: JSON type} of the bodies not stored."""
+        """INSERT+COMMIT ``group``; returns {1-based position: JSON type} of the bodies not stored. A body
+        posted twice within one group (concurrent redeliveries) goes in once and answers for both."""
+        first: dict[bytes, int] = {}
+        for i, item in enumerate(group, 1):
+            first.setdefault(item.sha256, i)
+        distinct = [group[i - 1] for i in first.values()]
         try:
-            await cur.execute(INSERT_EVENTS, ([g.body for g in group], [g.sha256 for g in group]))
-            return dict(await cur.fetchall())
+            await cur.execute(INSERT_EVENTS, ([g.body for g in distinct], [g.sha256 for g in distinct]))
+            rejected = dict(await cur.fetchall())
         except psycopg.Error as exc:
             # Class 22 (data exception) or 54 (e.g. 54001, nested too deeply): the body, not the database.
             # 22P02 is "not JSON" (bad syntax, NaN, …) unless it is about Unicode (a lone surrogate).
@@ -162,6 +174,11 @@ class GroupCommitWriter:
             raise BodyNotStorable(str(exc), not_json=exc.sqlstate == "22P02" and not unicode) from exc
         except OSError as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
+        if len(distinct) == len(group):
+            return rejected
+        position = {item.sha256: n for n, item in enumerate(distinct, 1)}
+        return {i: rejected[position[item.sha256]] for i, item in enumerate(group, 1)
+                if position[item.sha256] in rejected}
 
 
 def _settle(item: _Pending, exc: BaseException | None) -> None:

@@ -6,7 +6,7 @@ concurrent drains never see each other's rows), the caller writes what the event
 inbox row is rewritten once. A run that dies mid-batch (SIGKILL, OOM, lost node) loses its connection, the
 transaction rolls back, and its row locks vanish with it: the rows are simply pending again, and nothing
 is lost or applied twice. A run that hangs inside a batch is cut off by ``idle_in_transaction_session_timeout``
-(:func:`configure_session`), with the same effect.
+(:func:`configure_transaction`), with the same effect.
 
 ``attempts`` counts processing attempts that ended: it goes up by one when an event is finished, by one
 in a short transaction of its own (:func:`record_failure`) when a batch holding it failed, and by one when
@@ -71,6 +71,17 @@ WHERE status = ANY(%(statuses)s::text[])
   AND (status <> 'ignored' OR object = ANY(%(handled)s::text[]))
 """
 
+# An operator's verdict on failed events: finished without being processed (their month may then go).
+DISCARD = """
+UPDATE meta_webhook_event
+SET status = 'discarded', processed_at = now(), locked_until = NULL,
+    last_error = left('discarded by an operator: ' || coalesce(last_error, ''), 2000)
+WHERE status = 'failed'
+  AND received_at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND received_at < coalesce(%(until)s::timestamptz, 'infinity')
+  AND (%(ids)s::bigint[] IS NULL OR webhook_event_id = ANY (%(ids)s::bigint[]))
+"""
+
 HAS_WORK = f"""
 SELECT count(*) AS n, max(webhook_event_id) AS max_id FROM (
     SELECT webhook_event_id FROM meta_webhook_event WHERE {_CLAIMABLE} LIMIT %(limit)s
@@ -94,12 +105,14 @@ class ClaimedEvent:
     waited: float = 0.0   # seconds from receipt to this claim
 
 
-def configure_session(conn: psycopg.Connection, *, lease_seconds: float) -> None:
-    """Drain-session settings: a batch stuck for ``lease_seconds`` is ended by the server (its claims are
-    released), and commits are asynchronous — safe because a batch's writes and its ``done`` marks are one
-    transaction: a crash that loses the last commits loses both, and those events are processed again."""
-    conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
-                 "set_config('synchronous_commit', 'off', false)", (f"{max(1, int(lease_seconds * 1000))}ms",))
+def configure_transaction(conn: psycopg.Connection, *, lease_seconds: float) -> None:
+    """First in a batch's transaction: if it stalls for ``lease_seconds`` the server ends it (its claims are
+    released), and its commit is asynchronous — safe because a batch's writes and its ``done`` marks are one
+    transaction: a crash that loses the last commits loses both, and those events are processed again.
+    Transaction-local (``set_config(…, true)``): behind a transaction pooler a session setting would stay on
+    a server session that other clients use next, and not follow this one to its next."""
+    conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
+                 "set_config('synchronous_commit', 'off', true)", (f"{max(1, int(lease_seconds * 1000))}ms",))
 
 
 def claim(conn: psycopg.Connection, *, limit: int) -> list[ClaimedEvent]:
@@ -144,6 +157,13 @@ def requeue(conn: psycopg.Connection, *, statuses: list[str], since: datetime | 
         cur = conn.execute(REQUEUE, {"statuses": statuses, "since": since, "until": until,
                                      "handled": handled_objects})
         return cur.rowcount
+
+
+def discard(conn: psycopg.Connection, *, since: datetime | None = None, until: datetime | None = None,
+            ids: list[int] | None = None) -> int:
+    """Mark failed events (received in [since, until), or just ``ids``) discarded; returns how many."""
+    with conn.transaction():
+        return conn.execute(DISCARD, {"since": since, "until": until, "ids": ids or None}).rowcount
 
 
 def pending_work(conn: psycopg.Connection, *, limit: int = 10_000) -> tuple[int, int | None]:

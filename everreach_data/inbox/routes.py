@@ -11,14 +11,17 @@ import hashlib
 import hmac
 import json
 import logging
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from everreach_data.inbox.intake import BodyNotStorable, GroupCommitWriter, NotAnEvent
-from everreach_data.receiver.errors import ApiError
+from everreach_data.receiver.errors import ApiError, new_request_id, unexpected
+from everreach_data.receiver.inputs import read_capped
+from everreach_data.receiver.operation import Answer, ApiRoute, Operation, PlainText, api_route
 
 log = logging.getLogger(__name__)
 
@@ -26,47 +29,39 @@ PATH = "/api/webhooks/meta"
 SIGNATURE_HEADER = "x-hub-signature-256"
 
 
-async def verify_subscription(request: Request) -> Response:
+class HubQuery(BaseModel):
+    """Meta's verification request (any other parameter is ignored: the protocol is Meta's)."""
+
+    hub_mode: str | None = Field(None, alias="hub.mode", description="subscribe")
+    hub_challenge: str | None = Field(None, alias="hub.challenge", description="echoed back on success")
+    hub_verify_token: str | None = Field(None, alias="hub.verify_token",
+                                         description="must equal META_WEBHOOK_VERIFY_TOKEN")
+
+
+async def verify_subscription(request: Request, query: HubQuery) -> Response:
     """Meta's GET handshake: echo ``hub.challenge`` when mode is subscribe and the token matches."""
-    params = request.query_params
     expected = request.app.state.settings.secret("META_WEBHOOK_VERIFY_TOKEN")
-    token = params.get("hub.verify_token", "")
-    if (params.get("hub.mode") != "subscribe" or not expected
+    token = query.hub_verify_token or ""
+    if (query.hub_mode != "subscribe" or not expected
             or not hmac.compare_digest(token.encode(), expected.encode())):
         raise ApiError(403, "verification failed: hub.mode must be subscribe and hub.verify_token must match")
-    challenge = params.get("hub.challenge")
-    if not challenge:
+    if not query.hub_challenge:
         raise ApiError(400, "hub.challenge is required", field="hub.challenge")
-    return PlainTextResponse(challenge)
+    return PlainTextResponse(query.hub_challenge)
 
 
-class _Reject(Exception):
-    """A 4xx/5xx answer from the intake path (rendered in the receiver's one error shape)."""
+class WebhookEvent(BaseModel):
+    """What Meta posts: an ``object`` (page, instagram, whatsapp_business_account, …) and its ``entry``
+    list. Stored as it is; the process_webhook_events job parses it."""
 
-    def __init__(self, status: int, message: str, *, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.error = ApiError(status, message, field=field, headers=headers)
+    model_config = ConfigDict(extra="allow")
+    object: str = Field(min_length=1)
+    entry: list[dict[str, Any]] | None = None
 
 
-async def _read_capped(receive, declared: bytes | None, limit: int) -> bytes:
-    """The raw body, refusing (413) as soon as it is known to exceed ``limit`` — before reading it all."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Reject(413, f"body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Reject(400, "client disconnected before the body was complete")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _Reject(413, f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+class SignatureHeader(BaseModel):
+    signature: str = Field(alias="X-Hub-Signature-256",
+                           description="sha256=<HMAC-SHA256 of the raw body with META_APP_SECRET, hex>")
 
 
 _OK_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"14")]
@@ -92,13 +87,13 @@ class WebhookIntake:
                 await stored  # the one place a request waits: see GroupCommitWriter.store
             except Exception as exc:  # noqa: BLE001 - every failure to store gets its own answer
                 raise _not_stored(exc) from None
-        except _Reject as reject:
-            err = reject.error
-            body = json.dumps(err.body()).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
-            await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        except ApiError as err:
+            await _send_error(send, err)
+            return
+        except Exception:  # noqa: BLE001 - never a plain-text 500, even on the bare path
+            request_id = new_request_id()
+            log.exception("unexpected error receiving a webhook (request id %s)", request_id)
+            await _send_error(send, unexpected(request_id))
             return
         await send({"type": "http.response.start", "status": 200, "headers": _OK_HEADERS})
         await send({"type": "http.response.body", "body": b"EVENT_RECEIVED"})
@@ -112,35 +107,68 @@ class WebhookIntake:
             elif name == b"content-length":
                 declared = value
         if not signature:
-            raise _Reject(401, "X-Hub-Signature-256 header is missing", field=SIGNATURE_HEADER)
-        raw = await _read_capped(receive, declared, self._max_body_bytes)
+            raise ApiError(401, "X-Hub-Signature-256 header is missing", field=SIGNATURE_HEADER)
+        raw = await read_capped(receive, declared, self._max_body_bytes)
         mac = self._keyed_hmac.copy()
         mac.update(raw)
         expected = b"sha256=" + mac.hexdigest().encode()
         if not hmac.compare_digest(signature.strip().lower(), expected):
-            raise _Reject(403, "X-Hub-Signature-256 does not match the body", field=SIGNATURE_HEADER)
+            raise ApiError(403, "X-Hub-Signature-256 does not match the body", field=SIGNATURE_HEADER)
         try:
             return raw.decode("utf-8"), hashlib.sha256(raw).digest()
         except ValueError:
-            raise _Reject(400, "request body is not valid JSON (it is not UTF-8)") from None
+            raise ApiError(400, "request body is not valid JSON (it is not UTF-8)") from None
 
 
-def _not_stored(exc: Exception) -> _Reject:
+async def _send_error(send, err: ApiError) -> None:
+    body = json.dumps(err.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _not_stored(exc: Exception) -> ApiError:
     """The answer for a body the writer did not store: 400 for the body's fault, else 503 so Meta retries."""
     if isinstance(exc, NotAnEvent):
         if exc.json_type != "object":
-            return _Reject(400, f"request body must be a JSON object, not {exc.json_type}")
-        return _Reject(400, "field object is required (a string such as page, instagram or "
+            return ApiError(400, f"request body must be a JSON object, not {exc.json_type}")
+        return ApiError(400, "field object is required (a string such as page, instagram or "
                             "whatsapp_business_account)", field="object")
     if isinstance(exc, BodyNotStorable):
         if exc.not_json:
-            return _Reject(400, "request body is not valid JSON")
-        return _Reject(400, "request body cannot be stored (it contains \\u0000 or an unpaired surrogate, or "
+            return ApiError(400, "request body is not valid JSON")
+        return ApiError(400, "request body cannot be stored (it contains \\u0000 or an unpaired surrogate, or "
                             "is nested too deeply)")
     log.warning("webhook not stored (%s: %s); answering 503 so Meta retries", type(exc).__name__, exc)
-    return _Reject(503, "the event could not be stored; retry later", headers={"Retry-After": "5"})
+    return ApiError(503, "the event could not be stored; retry later", headers={"Retry-After": "5"})
 
 
-routes: list[Route] = [
-    Route(PATH, verify_subscription, methods=["GET"], include_in_schema=False),
+TAG = "webhooks"
+INTAKE = Operation(
+    summary="Receive Meta's webhook events (Messenger, Instagram, WhatsApp)", tag=TAG, body=WebhookEvent,
+    headers=SignatureHeader, bare=True,
+    answers={200: Answer(PlainText("Stored (or stored before): Meta may forget it", "EVENT_RECEIVED"),
+                         "Committed to meta_webhook_event before this answer")},
+    errors={400: "The body is not JSON, not an object, has no string `object`, or cannot be stored (NUL, an "
+                 "unpaired surrogate, nesting too deep).",
+            401: "X-Hub-Signature-256 is missing.",
+            403: "X-Hub-Signature-256 does not match the raw body.",
+            413: "The body is larger than RECEIVER_MAX_BODY_BYTES (3 MiB unless set).",
+            503: "The event could not be stored; Meta retries (Retry-After)."})
+
+
+def intake_route(intake: WebhookIntake) -> ApiRoute:
+    """The POST route: the app answers it on its fast path (see Receiver), so this one is its document."""
+    return ApiRoute(PATH, intake, method="POST", operation=INTAKE, name="receive_webhook", description=(
+        "Meta's POST: X-Hub-Signature-256 is checked over the raw bytes, the event committed to "
+        "meta_webhook_event, and only then answered 200. A byte-identical redelivery is stored once."))
+
+
+routes = [
+    api_route("GET", PATH, verify_subscription, Operation(
+        summary="Meta's subscription handshake: echo hub.challenge", tag=TAG, query=HubQuery,
+        answers={200: Answer(PlainText("hub.challenge, echoed", "1158201444"), "The subscription is verified")},
+        errors={400: "hub.challenge is missing.",
+                403: "hub.mode is not subscribe, or hub.verify_token is not META_WEBHOOK_VERIFY_TOKEN."})),
 ]

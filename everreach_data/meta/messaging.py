@@ -17,6 +17,9 @@ RETIRED_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURC
 HUMAN_AGENT = "HUMAN_AGENT"
 MAX_QUICK_REPLIES = 13
 WHATSAPP_MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+#: A WhatsApp business-scoped user id: a two-letter country code, a period, then up to 128 alphanumerics
+#: (a parent id has ``ENT.`` after the country), e.g. ``US.13491208655302741918``.
+USER_ID = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
 
 
 def messenger_request(recipient_id: str, *, text: str | None = None,
@@ -42,9 +45,10 @@ def messenger_request(recipient_id: str, *, text: str | None = None,
 def whatsapp_request(to: str, type: str, *, text: str | None = None, template: dict[str, Any] | None = None,
                      interactive: dict[str, Any] | None = None, media: dict[str, Any] | None = None,
                      preview_url: bool = False) -> dict[str, Any]:
-    """A Cloud API ``/{phone_number_id}/messages`` body. ``media`` is ``{"link", "caption"?, "filename"?}``."""
-    body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
-                            "type": type}
+    """A Cloud API ``/{phone_number_id}/messages`` body. ``media`` is ``{"link", "caption"?, "filename"?}``.
+    ``to`` is a phone number (``to``) or a business-scoped user id (Meta takes those as ``recipient``)."""
+    body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual",
+                            "recipient" if is_user_id(to) else "to": to, "type": type}
     if type == "text":
         body["text"] = {"preview_url": preview_url, "body": text}
     elif type == "template":
@@ -70,6 +74,10 @@ def with_job_reference(platform: str, request: dict[str, Any], job_id: str) -> d
 def send_path(platform: str, channel_id: str) -> str:
     """Where a send goes. Page-linked Instagram accounts send through the Page token's ``me/messages``."""
     return "me/messages" if platform == "instagram" else f"{channel_id}/messages"
+
+
+def is_user_id(to: str) -> bool:
+    return USER_ID.match(to) is not None
 
 
 def normalize_wa_id(to: str) -> str:

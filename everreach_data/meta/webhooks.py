@@ -5,10 +5,15 @@ This is the one place that knows the wire shapes. It walks EVERY ``entry[]`` and
 (peer projects read only the first of each and silently drop the rest). Timestamps are normalised to epoch
 milliseconds: Messenger and Instagram send milliseconds, WhatsApp sends seconds as a string.
 
+WhatsApp users are known by phone number (``wa_id``), by business-scoped user id (``user_id``, since April
+2026), or both: records carry both when Meta sends both, and the phone number may be absent for a user with
+a username. Besides messages and statuses, WhatsApp changes of a template's status, quality or category and
+of a user's id (``user_id_update``) are records too.
+
 Anything malformed raises :class:`WebhookParseError` naming the JSON path; never ``KeyError`` /
-``TypeError``. Well-formed items of kinds we do not store (optins, referrals without a message, template
-status updates, feed changes…) are counted in :attr:`ParsedWebhook.ignored`, not errors: Meta adds fields
-and event kinds over time and they must not poison the queue.
+``TypeError``. Well-formed items of kinds we do not store (optins, referrals without a message, feed
+changes…) are counted in :attr:`ParsedWebhook.ignored`, not errors: Meta adds fields and event kinds over
+time and they must not poison the queue.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class Message:
 
     platform: Platform
     channel_id: str                 # Page id, IG professional account id, WhatsApp phone_number_id
-    participant_id: str             # PSID, IGSID or wa_id
+    participant_id: str             # PSID, IGSID, or wa_id (the user id when WhatsApp omits the number)
     mid: str
     timestamp_ms: int               # Meta's timestamp
     message_type: str               # text, quick_reply, postback, reaction, image, story_reply, share, …
@@ -76,6 +81,8 @@ class Message:
     app_id: str | None = None                 # echoes: the app that sent it
     metadata: str | None = None               # echoes: what the sending app attached (ours: its job id)
     raw: dict[str, Any] = field(default_factory=dict)   # the item as Meta sent it, stored losslessly
+    participant_user_id: str | None = None    # WhatsApp business-scoped user id, when Meta sends one
+    participant_phone: str | None = None      # WhatsApp wa_id, when Meta sends one
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,22 @@ class StatusError:
 
 
 @dataclass(frozen=True, slots=True)
+class Pricing:
+    """A WhatsApp status's ``pricing``: the category Meta charges the message in, and whether it is charged.
+    ``billable`` is deprecated (Meta may stop sending it); ``type`` (from v24.0) says it instead: ``regular``
+    is charged, ``free_customer_service`` and ``free_entry_point`` are not."""
+
+    category: str
+    type: str | None = None
+    model: str | None = None          # PMP (per-message pricing), CBP before July 2025
+    billable: bool | None = None
+
+    @property
+    def charged(self) -> bool:
+        return self.billable if self.billable is not None else self.type == "regular"
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """WhatsApp ``statuses[]`` item for a message the business sent."""
 
@@ -135,6 +158,8 @@ class Status:
     conversation: dict[str, Any] | None = None
     pricing: dict[str, Any] | None = None
     biz_opaque_callback_data: str | None = None
+    participant_user_id: str | None = None    # recipient_user_id
+    priced: Pricing | None = None             # ``pricing``, read
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +175,36 @@ class StoryInsights:
     timestamp_ms: int | None        # the entry's time: the story's expiry
 
 
-Record = Message | Delivery | Read | Deletion | Status | StoryInsights
+@dataclass(frozen=True, slots=True)
+class TemplateUpdate:
+    """A WhatsApp template changed: its status (``message_template_status_update``), quality score
+    (``message_template_quality_update``) or category (``template_category_update``), to ``value``."""
+
+    waba_id: str
+    template_id: str
+    name: str | None
+    language: str | None
+    change: Literal["status", "quality", "category"]
+    value: str
+    timestamp_ms: int               # the entry's time
+    category: str | None = None     # status updates name the category too
+    previous: str | None = None     # the previous quality score or category
+    reason: str | None = None       # why it was rejected, paused, …
+
+
+@dataclass(frozen=True, slots=True)
+class UserIdUpdate:
+    """WhatsApp ``user_id_update``: a user's business-scoped id changed from ``previous_user_id`` to
+    ``user_id`` (it does when they change phone numbers; ``phone`` is the number when Meta shares it)."""
+
+    channel_id: str                 # phone_number_id
+    previous_user_id: str
+    user_id: str
+    timestamp_ms: int
+    phone: str | None = None
+
+
+Record = Message | Delivery | Read | Deletion | Status | StoryInsights | TemplateUpdate | UserIdUpdate
 
 
 @dataclass(slots=True)
@@ -182,6 +236,11 @@ def _id(value: Any, path: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise WebhookParseError(path, "expected a non-empty id")
+
+
+def _opt_id(value: Any, path: str) -> str | None:
+    """An id Meta may leave out, or send empty (a WhatsApp user's number, hidden behind a username)."""
+    return None if value in (None, "") else _id(value, path)
 
 
 def _opt_str(value: Any, path: str) -> str | None:
@@ -398,16 +457,55 @@ def _wa_content(msg: dict[str, Any], kind: str, path: str) -> tuple[str | None, 
     return None, None, ()
 
 
-def _wa_message(channel_id: str, names: dict[str, str], msg: Any, path: str, *, echo: bool) -> Message:
+@dataclass(slots=True)
+class _Contacts:
+    """A change's ``contacts[]``: names and user ids by phone number and by user id."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    user_ids: dict[str, str] = field(default_factory=dict)      # wa_id → user_id
+    only_user_id: str | None = None                              # the user id, when there is one contact
+
+    @classmethod
+    def parse(cls, value: Any, path: str) -> _Contacts:
+        if not value:  # a change of statuses only: most of them
+            return _NO_CONTACTS
+        out = cls()
+        contacts = _list(value, path)
+        for j, contact in enumerate(contacts):
+            contact = _obj(contact, f"{path}[{j}]")
+            profile = _opt_obj(contact.get("profile"), f"{path}[{j}].profile") or {}
+            name = _opt_str(profile.get("name"), f"{path}[{j}].profile.name")
+            wa_id = _opt_id(contact.get("wa_id"), f"{path}[{j}].wa_id")
+            user_id = _opt_id(contact.get("user_id"), f"{path}[{j}].user_id")
+            for key in (wa_id, user_id):
+                if key and name:
+                    out.names[key] = name
+            if wa_id and user_id:
+                out.user_ids[wa_id] = user_id
+            if len(contacts) == 1:
+                out.only_user_id = user_id
+        return out
+
+
+_NO_CONTACTS = _Contacts()
+
+
+def _wa_message(channel_id: str, contacts: _Contacts, msg: Any, path: str, *, echo: bool) -> Message:
     msg = _obj(msg, path)
     wamid = _id(msg.get("id"), f"{path}.id")
+    ts = _seconds(msg.get("timestamp"), f"{path}.timestamp")
+    kind = _opt_str(msg.get("type"), f"{path}.type") or "unknown"
+    phone: str | None = None
+    user_id: str | None = None
     if echo:
         participant = _id(msg.get("to"), f"{path}.to")
     else:
-        sender = msg.get("from") if msg.get("from") not in (None, "") else msg.get("from_user_id")
-        participant = _id(sender, f"{path}.from")
-    ts = _seconds(msg.get("timestamp"), f"{path}.timestamp")
-    kind = _opt_str(msg.get("type"), f"{path}.type") or "unknown"
+        phone = _opt_id(msg.get("from"), f"{path}.from")
+        user_id = (_opt_id(msg.get("from_user_id"), f"{path}.from_user_id")
+                   or (contacts.user_ids.get(phone) if phone else contacts.only_user_id))
+        if phone is None and user_id is None and kind == "system" and isinstance(msg.get("system"), dict):
+            user_id = _opt_id(msg["system"].get("user_id"), f"{path}.system.user_id")  # user_changed_user_id
+        participant = _id(phone or user_id, f"{path}.from")
     text, reply_id, attachments = _wa_content(msg, kind, path)
     context = _opt_obj(msg.get("context"), f"{path}.context")
     reply_to = _opt_str(context.get("id"), f"{path}.context.id") if context else None
@@ -420,7 +518,23 @@ def _wa_message(channel_id: str, names: dict[str, str], msg: Any, path: str, *, 
         message_type=kind, direction="outbound" if echo else "inbound", is_echo=echo, text=text,
         reply_to_id=reply_to, attachments=attachments, reaction=reaction,
         referral=_opt_obj(msg.get("referral"), f"{path}.referral"), interactive_reply_id=reply_id,
-        participant_name=None if echo else names.get(participant), raw=msg)
+        participant_name=None if echo else contacts.names.get(participant), raw=msg,
+        participant_user_id=user_id, participant_phone=phone)
+
+
+def _pricing(value: dict[str, Any] | None, status_path: str) -> Pricing | None:
+    if value is None or (category := value.get("category")) is None:
+        return None
+    kind = value.get("type") or value.get("pricing_type")
+    model, billable = value.get("pricing_model"), value.get("billable")
+    if not (isinstance(category, str) and category and isinstance(kind, str | None) and isinstance(model, str | None)
+            and (billable is None or isinstance(billable, bool))):  # one check on the hot path; then say which
+        path = f"{status_path}.pricing"
+        _id(category, f"{path}.category")
+        _opt_str(kind, f"{path}.type")
+        _opt_str(model, f"{path}.pricing_model")
+        raise WebhookParseError(f"{path}.billable", "expected a boolean")
+    return Pricing(category, kind, model, billable)
 
 
 def _wa_status(channel_id: str, item: Any, path: str) -> Status | None:
@@ -430,8 +544,10 @@ def _wa_status(channel_id: str, item: Any, path: str) -> Status | None:
         if state is None:
             raise WebhookParseError(f"{path}.status", "missing")
         return None  # e.g. "played", "warning": well-formed, not a delivery state we track
-    recipient = item.get("recipient_id") if item.get("recipient_id") not in (None, "") else item.get(
-        "recipient_user_id")
+    user_id = item.get("recipient_user_id") or None
+    if user_id is not None and not isinstance(user_id, str):
+        _id(user_id, f"{path}.recipient_user_id")
+    recipient = item.get("recipient_id") if item.get("recipient_id") not in (None, "") else user_id
     errors = []
     for i, err in enumerate(_list(item.get("errors") or [], f"{path}.errors")):
         err = _obj(err, f"{path}.errors[{i}]")
@@ -441,14 +557,51 @@ def _wa_status(channel_id: str, item: Any, path: str) -> Status | None:
             title=_opt_str(err.get("title"), f"{path}.errors[{i}].title"),
             message=_opt_str(err.get("message"), f"{path}.errors[{i}].message"),
             details=_opt_str(data.get("details"), f"{path}.errors[{i}].error_data.details")))
+    pricing = _opt_obj(item.get("pricing"), f"{path}.pricing")
     return Status(
         platform="whatsapp", channel_id=channel_id, participant_id=_id(recipient, f"{path}.recipient_id"),
         mid=_id(item.get("id"), f"{path}.id"), status=state,  # type: ignore[arg-type]
         timestamp_ms=_seconds(item.get("timestamp"), f"{path}.timestamp"), errors=tuple(errors),
         conversation=_opt_obj(item.get("conversation"), f"{path}.conversation"),
-        pricing=_opt_obj(item.get("pricing"), f"{path}.pricing"),
+        pricing=pricing,
         biz_opaque_callback_data=_opt_str(item.get("biz_opaque_callback_data"),
-                                          f"{path}.biz_opaque_callback_data"))
+                                          f"{path}.biz_opaque_callback_data"),
+        participant_user_id=user_id, priced=_pricing(pricing, path))
+
+
+#: The template webhooks: field → (what changed, the key of its new value, the key of the previous one).
+TEMPLATE_FIELDS: dict[str, tuple[Literal["status", "quality", "category"], str, str | None]] = {
+    "message_template_status_update": ("status", "event", None),
+    "message_template_quality_update": ("quality", "new_quality_score", "previous_quality_score"),
+    "template_category_update": ("category", "new_category", "previous_category"),
+}
+
+
+def _template_update(waba_id: str, entry_ms: int, fld: str, value: Any, path: str) -> TemplateUpdate:
+    value = _obj(value, path)
+    change, new_key, previous_key = TEMPLATE_FIELDS[fld]
+    return TemplateUpdate(
+        waba_id=waba_id, template_id=_id(value.get("message_template_id"), f"{path}.message_template_id"),
+        name=_opt_str(value.get("message_template_name"), f"{path}.message_template_name"),
+        language=_opt_str(value.get("message_template_language"), f"{path}.message_template_language"),
+        change=change, value=_id(value.get(new_key), f"{path}.{new_key}"), timestamp_ms=entry_ms,
+        category=_opt_str(value.get("message_template_category"), f"{path}.message_template_category"),
+        previous=_opt_str(value.get(previous_key), f"{path}.{previous_key}") if previous_key else None,
+        reason=_opt_str(value.get("reason"), f"{path}.reason"))
+
+
+def _user_id_updates(value: dict[str, Any], path: str, out: ParsedWebhook) -> None:
+    metadata = _obj(value.get("metadata"), f"{path}.metadata")
+    channel_id = _id(metadata.get("phone_number_id"), f"{path}.metadata.phone_number_id")
+    for j, item in enumerate(_list(value.get("user_id_update") or [], f"{path}.user_id_update")):
+        ipath = f"{path}.user_id_update[{j}]"
+        item = _obj(item, ipath)
+        ids = _obj(item.get("user_id"), f"{ipath}.user_id")
+        out.records.append(UserIdUpdate(
+            channel_id=channel_id, previous_user_id=_id(ids.get("previous"), f"{ipath}.user_id.previous"),
+            user_id=_id(ids.get("current"), f"{ipath}.user_id.current"),
+            timestamp_ms=_seconds(item.get("timestamp"), f"{ipath}.timestamp"),
+            phone=_opt_id(item.get("wa_id"), f"{ipath}.wa_id")))
 
 
 def _whatsapp_entry(entry: dict[str, Any], path: str, out: ParsedWebhook) -> None:
@@ -456,6 +609,16 @@ def _whatsapp_entry(entry: dict[str, Any], path: str, out: ParsedWebhook) -> Non
         cpath = f"{path}.changes[{i}]"
         change = _obj(change, cpath)
         fld = change.get("field")
+        fld = fld if isinstance(fld, str) else None
+        if fld in TEMPLATE_FIELDS:
+            # Meta stamps WhatsApp Business Account entries in seconds.
+            out.records.append(_template_update(_id(entry.get("id"), f"{path}.id"),
+                                                _seconds(entry.get("time"), f"{path}.time"), fld,
+                                                change.get("value"), f"{cpath}.value"))
+            continue
+        if fld == "user_id_update":
+            _user_id_updates(_obj(change.get("value"), f"{cpath}.value"), f"{cpath}.value", out)
+            continue
         if fld not in ("messages", "smb_message_echoes"):
             out.ignored += 1
             continue
@@ -466,16 +629,9 @@ def _whatsapp_entry(entry: dict[str, Any], path: str, out: ParsedWebhook) -> Non
             continue
         metadata = _obj(value.get("metadata"), f"{cpath}.value.metadata")
         channel_id = _id(metadata.get("phone_number_id"), f"{cpath}.value.metadata.phone_number_id")
-        names: dict[str, str] = {}
-        for j, contact in enumerate(_list(value.get("contacts") or [], f"{cpath}.value.contacts")):
-            contact = _obj(contact, f"{cpath}.value.contacts[{j}]")
-            profile = _opt_obj(contact.get("profile"), f"{cpath}.value.contacts[{j}].profile") or {}
-            name = _opt_str(profile.get("name"), f"{cpath}.value.contacts[{j}].profile.name")
-            for key in ("wa_id", "user_id"):
-                if isinstance(contact.get(key), str) and contact[key] and name:
-                    names[contact[key]] = name
+        contacts = _Contacts.parse(value.get("contacts"), f"{cpath}.value.contacts")
         for j, msg in enumerate(_list(value.get(items_key) or [], f"{cpath}.value.{items_key}")):
-            out.records.append(_wa_message(channel_id, names, msg, f"{cpath}.value.{items_key}[{j}]",
+            out.records.append(_wa_message(channel_id, contacts, msg, f"{cpath}.value.{items_key}[{j}]",
                                            echo=fld == "smb_message_echoes"))
         for j, item in enumerate(_list(value.get("statuses") or [], f"{cpath}.value.statuses")):
             status = _wa_status(channel_id, item, f"{cpath}.value.statuses[{j}]")

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from everreach_data.config import Channels
 from everreach_data.db.catalog import table_metadata
 from everreach_data.db.run_liveness import live_runs, runs_in_flight, time_budget
+from everreach_data.meta.templates import body_component
 from everreach_data.outbound import queue
 from everreach_data.outbound.operations import retry_failed
 from everreach_data.outbound.policy import PolicyViolation
@@ -29,7 +30,8 @@ from everreach_data.outbound.requests import (
     queue_whatsapp,
 )
 from everreach_data.outbound.sender import SEND_APPLICATION, SendConfig, drain
-from everreach_data.resources import PostgresResource
+from everreach_data.outbound.templates import TemplateRefused
+from everreach_data.resources import ChannelsResource, PostgresResource
 
 QUEUE_TAG = {"everreach/queue": "outbound_messages"}
 
@@ -46,32 +48,21 @@ SENSOR_INTERVAL_SECONDS = 5
 MAX_RUNTIME_SECONDS = 600
 
 
-class OutboundMessagingResource(dg.ConfigurableResource):
-    """The messaging channels (ids and tokens, as in the settings of the same names) and the sender's limits
-    (Meta's defaults)."""
+class OutboundMessagingResource(ChannelsResource):
+    """The messaging channels, the WhatsApp Business Account (its template catalog is checked at send time),
+    and the sender's limits (Meta's defaults)."""
 
-    graph_url: str
-    api_version: str
-    messenger_page_id: str | None = None
-    messenger_page_token: str | None = None
-    instagram_user_id: str | None = None
-    instagram_page_token: str | None = None
-    whatsapp_phone_number_id: str | None = None
-    whatsapp_access_token: str | None = None
+    waba_id: str | None = None
     whatsapp_messages_per_second: float = 80.0
     page_sends_per_second: float = 250.0
     pair_burst: int = 45
     pair_interval_seconds: float = 6.0
     backoff_base_seconds: float = 2.0
 
-    #: The settings behind the fields above (a field is the setting's name in lower case).
-    SETTINGS: ClassVar[tuple[str, ...]] = (
-        "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN", "INSTAGRAM_USER_ID", "INSTAGRAM_PAGE_TOKEN",
-        "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN")
+    SETTINGS: ClassVar[tuple[str, ...]] = (*ChannelsResource.SETTINGS, "WABA_ID")
 
     def channels(self) -> Channels:
-        return Channels.from_values(f"{self.graph_url.rstrip('/')}/{self.api_version}",
-                                    lambda name: getattr(self, name.lower(), None))
+        return Channels.from_values(self.base_url(), self.setting)
 
     def send_config(self, **overrides: object) -> SendConfig:
         return SendConfig(whatsapp_messages_per_second=self.whatsapp_messages_per_second,
@@ -140,13 +131,16 @@ def outbound_messages_sensor(context: dg.SensorEvaluationContext, postgres: Post
 # ───────────────────────────── operators ─────────────────────────────
 
 class SendMessageConfig(dg.Config):
-    """One message from an operator. ``text`` for free-form, or ``template_name`` (WhatsApp) for a template."""
+    """One message from an operator. ``text`` for free-form, or ``template_name`` (WhatsApp) for a template,
+    with its body parameters in order (``{{1}}``, ``{{2}}``…) or by name for a NAMED template."""
 
     platform: str = "whatsapp"          # messenger | instagram | whatsapp
-    recipient: str                       # PSID, IGSID or phone number
+    recipient: str                       # PSID, IGSID, phone number or WhatsApp user id
     text: str = ""
     template_name: str = ""
     template_language: str = "en_US"
+    template_parameters: list[str] = []
+    template_named_parameters: dict[str, str] = {}
     human_agent: bool = True            # an operator is a person
     idempotency_key: str = ""
     requested_by: str = "dagster-operator"
@@ -155,9 +149,11 @@ class SendMessageConfig(dg.Config):
         """The same request models the HTTP endpoints validate."""
         if self.platform == "whatsapp":
             if self.template_name:
-                return WhatsAppSend(to=self.recipient, type="template",
-                                    template={"name": self.template_name,
-                                              "language": {"code": self.template_language}})
+                template: dict = {"name": self.template_name, "language": {"code": self.template_language}}
+                if self.template_parameters or self.template_named_parameters:
+                    template["components"] = [body_component(self.template_parameters,
+                                                             self.template_named_parameters)]
+                return WhatsAppSend(to=self.recipient, type="template", template=template)
             return WhatsAppSend(to=self.recipient, type="text", message=self.text or None)
         return MessengerSend(platform=self.platform, recipient_id=self.recipient, text=self.text or None,
                              human_agent=self.human_agent)
@@ -182,7 +178,7 @@ def queue_message(context: dg.OpExecutionContext, config: SendMessageConfig, pos
     try:
         result = asyncio.run(_queue_operator_message(postgres.resolved_url(), outbound_messaging.channels(),
                                                      config))
-    except (ValidationError, InvalidRequest, PolicyViolation, queue.IdempotencyConflict) as exc:
+    except (ValidationError, InvalidRequest, TemplateRefused, PolicyViolation, queue.IdempotencyConflict) as exc:
         raise dg.Failure(description=f"message not queued: {exc}") from exc
     context.log.info(f"queued job {result['job_id']} to {config.platform}:{config.recipient}")
     return dg.Output(None, metadata={k: str(v) for k, v in result.items()})

@@ -10,7 +10,7 @@ from everreach_data.meta import messaging as wire
 from everreach_data.outbound import queue
 
 RESUME_CHANNELS = """
-UPDATE meta_platform_config SET status = 'active', status_reason = NULL, updated_at = now()
+UPDATE meta_platform_config SET status = 'active', status_reason = NULL, paused_by = NULL, updated_at = now()
 WHERE status = 'needs_reauth' AND platform = ANY (%(platforms)s::text[])
 """
 

@@ -26,6 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from everreach_data.db.connection import POOLER_SAFE
 from everreach_data.meta.messaging import ECHO_BY_JOB_SQL, STATUS_BY_JOB_SQL
 from everreach_data.outbound.policy import Decision, Windows
 
@@ -43,7 +44,7 @@ GROUP BY t.thread_id
 ENQUEUE = """
 WITH t AS (
     INSERT INTO conversation_thread (platform, channel_id, participant_id)
-    VALUES (%(platform)s, %(channel_id)s, %(recipient_id)s)
+    VALUES (%(platform)s, %(channel_id)s, %(participant_id)s)
     ON CONFLICT (platform, channel_id, participant_id) DO UPDATE SET updated_at = now()
     RETURNING thread_id
 ), m AS (
@@ -60,6 +61,17 @@ SELECT %(job_id)s, message_id, thread_id, %(platform)s, %(channel_id)s, %(recipi
        %(messaging_type)s, %(tag)s, %(window_rule)s, %(requested_by)s, %(idempotency_key)s
 FROM m
 RETURNING job_id, thread_id, message_id, platform, recipient_id, tag, status, request
+"""
+
+# The WhatsApp thread a business-scoped user id belongs to (known by phone number, or by the id itself; an id
+# replaced by a user_id_update is read as its replacement); the id itself when we have none.
+WHATSAPP_PARTICIPANT = """
+SELECT coalesce((
+    SELECT t.participant_id FROM conversation_thread t
+    WHERE t.platform = 'whatsapp' AND t.channel_id = %(channel_id)s
+      AND t.participant_user_id = coalesce((SELECT c.user_id FROM whatsapp_user_id_change c
+                                            WHERE c.channel_id = %(channel_id)s AND c.previous_user_id = %(user_id)s),
+                                           %(user_id)s)), %(user_id)s) AS participant_id
 """
 
 JOB_BY_IDEMPOTENCY = """
@@ -96,6 +108,7 @@ class NewJob:
     requested_by: str
     idempotency_key: str | None = None
     job_id: uuid.UUID | None = None
+    participant_id: str | None = None   # the thread's participant, when not the recipient (a WhatsApp user id)
 
 
 class IdempotencyConflict(Exception):
@@ -118,6 +131,11 @@ async def thread_windows(conn: psycopg.AsyncConnection, platform: str, channel_i
     if row is None:
         return ThreadWindows(None, Windows())
     return ThreadWindows(row["thread_id"], Windows(row["standard_expires_at"], row["human_agent_expires_at"]))
+
+
+async def whatsapp_participant(conn: psycopg.AsyncConnection, channel_id: str, user_id: str) -> str:
+    cur = await _run(conn, WHATSAPP_PARTICIPANT, {"channel_id": channel_id, "user_id": user_id})
+    return (await cur.fetchone())["participant_id"]
 
 
 async def existing_job(conn: psycopg.AsyncConnection, requested_by: str, key: str | None,
@@ -146,7 +164,8 @@ async def enqueue(conn: psycopg.AsyncConnection, job: NewJob) -> tuple[dict[str,
     a concurrent retry with the same Idempotency-Key gets the first job and ``created`` False."""
     params = {
         "job_id": job.job_id or uuid.uuid4(), "platform": job.platform, "channel_id": job.channel_id,
-        "recipient_id": job.recipient_id, "request": Jsonb(job.request), "message_type": job.message_type,
+        "recipient_id": job.recipient_id, "participant_id": job.participant_id or job.recipient_id,
+        "request": Jsonb(job.request), "message_type": job.message_type,
         "content": job.content, "requested_by": job.requested_by, "idempotency_key": job.idempotency_key,
         "messaging_type": job.decision.messaging_type, "tag": job.decision.tag,
         "window_rule": job.decision.window_rule,
@@ -298,10 +317,10 @@ WHERE j.job_id = ANY (%(ids)s::uuid[]) AND m.message_id = j.message_id
 """
 
 PAUSE_CHANNEL = """
-INSERT INTO meta_platform_config (platform, account_id, status, status_reason, updated_at)
-VALUES (%(platform)s, %(account_id)s, 'needs_reauth', %(reason)s, now())
+INSERT INTO meta_platform_config (platform, account_id, status, status_reason, paused_by, updated_at)
+VALUES (%(platform)s, %(account_id)s, 'needs_reauth', %(reason)s, 'sender', now())
 ON CONFLICT (platform, account_id) DO UPDATE
-SET status = 'needs_reauth', status_reason = EXCLUDED.status_reason, updated_at = now()
+SET status = 'needs_reauth', status_reason = EXCLUDED.status_reason, paused_by = 'sender', updated_at = now()
 """
 
 FLAG_UNKNOWN = """
@@ -498,4 +517,4 @@ async def requeue(conn: psycopg.AsyncConnection, *, statuses: tuple[str, ...] = 
 
 async def connect_async(url: str, application_name: str = "") -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(url, row_factory=dict_row, autocommit=True,
-                                                 application_name=application_name)
+                                                 application_name=application_name, **POOLER_SAFE)

@@ -1,5 +1,9 @@
 """A send request, from validated input to a queued job: the one path the HTTP endpoints and the operators'
-``send_message`` Dagster job share (so both get the same validation, policy windows and idempotency)."""
+``send_message`` Dagster job share (so both get the same validation, policy windows and idempotency).
+
+Unknown fields are refused (a misspelt ``recipent_id`` must not be ignored), except inside the objects that
+are Meta's own and passed through as they are — template ``components`` and ``interactive`` — where Meta
+adds fields with its versions."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from everreach_data.config import Channels
 from everreach_data.meta import messaging as wire
 from everreach_data.outbound import queue
 from everreach_data.outbound.policy import decide_messenger, decide_whatsapp
+from everreach_data.outbound.templates import check_template
 
 URL = r"^https?://\S+$"
 
@@ -36,7 +41,7 @@ class QuickReply(BaseModel):
     content_type: Literal["text", "user_phone_number", "user_email"] = "text"
     title: str | None = Field(None, min_length=1, max_length=20)
     payload: str | None = Field(None, min_length=1, max_length=1000)
-    image_url: str | None = Field(None, pattern=URL)
+    image_url: str | None = Field(None, pattern=URL, max_length=2000)
 
 
 class Attachment(BaseModel):
@@ -56,7 +61,7 @@ class MessengerSend(BaseModel):
     quick_replies: list[QuickReply] | None = Field(None, max_length=wire.MAX_QUICK_REPLIES)
     attachment: Attachment | None = None
     human_agent: bool = Field(False, description="a person (not a bot) wrote this message")
-    tag: str | None = Field(None, description="only HUMAN_AGENT; needs human_agent: true")
+    tag: str | None = Field(None, max_length=64, description="only HUMAN_AGENT; needs human_agent: true")
 
     def check(self) -> None:
         if self.text is None and self.attachment is None:
@@ -83,7 +88,24 @@ class Template(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
     language: TemplateLanguage
-    components: list[dict[str, Any]] | None = None
+    components: list[dict[str, Any]] | None = Field(
+        None, max_length=20, description="Meta's template components (header, body, buttons) with their parameters, "
+                                         "passed through as given")
+
+
+class InteractiveAction(BaseModel):
+    """The interactive message's ``action``: Meta's object, passed through; only reply buttons are checked."""
+
+    model_config = ConfigDict(extra="allow")
+    buttons: list[dict[str, Any]] | None = Field(None, max_length=3, description="reply buttons: at most 3")
+
+
+class Interactive(BaseModel):
+    """Meta's ``interactive`` object (``header``, ``body``, ``footer`` pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["button", "list", "cta_url", "product", "product_list", "flow"]
+    action: InteractiveAction
 
 
 class Media(BaseModel):
@@ -98,12 +120,14 @@ class WhatsAppSend(BaseModel):
     """``POST /api/v1/integrations/whatsapp/send``."""
 
     model_config = ConfigDict(extra="forbid")
-    to: str = Field(pattern=r"^\+?[0-9][0-9 ()\-.]{5,22}$", description="phone number with country code")
+    to: str = Field(pattern=r"^(\+?[0-9][0-9 ()\-.]{5,22}|[A-Z]{2}\.[A-Za-z0-9.]{1,140})$",
+                    description="phone number with country code, or the user's business-scoped user id "
+                                "(US.13491208655302741918) when WhatsApp does not share their number")
     type: Literal["text", "template", "interactive", "media", "image", "video", "audio", "document",
                   "sticker"] = "text"
     message: str | None = Field(None, min_length=1, max_length=4096)
     template: Template | None = None
-    interactive: dict[str, Any] | None = None
+    interactive: Interactive | None = None
     media: Media | None = None
     preview_url: bool = False
 
@@ -111,21 +135,25 @@ class WhatsAppSend(BaseModel):
     def wire_type(self) -> str:
         return (self.media.type or "") if self.type == "media" and self.media else self.type
 
+    @property
+    def to_user_id(self) -> bool:
+        return wire.is_user_id(self.to)
+
+    @property
+    def recipient(self) -> str:
+        """Whom Meta sends to: the number's digits, or the user id as given."""
+        return self.to if self.to_user_id else wire.normalize_wa_id(self.to)
+
     def check(self) -> None:
-        digits = wire.normalize_wa_id(self.to)
-        if not 7 <= len(digits) <= 15:
-            raise InvalidRequest("to must have 7 to 15 digits including the country code", "to")
+        if not self.to_user_id and not 7 <= len(wire.normalize_wa_id(self.to)) <= 15:
+            raise InvalidRequest("to must be a phone number with 7 to 15 digits including the country code, or a "
+                                 "business-scoped user id such as US.13491208655302741918", "to")
         if self.type == "text" and self.message is None:
             raise InvalidRequest("type 'text' needs message", "message")
         if self.type == "template" and self.template is None:
             raise InvalidRequest("type 'template' needs template {name, language {code}}", "template")
-        if self.type == "interactive":
-            i = self.interactive or {}
-            if i.get("type") not in ("button", "list", "cta_url", "product", "product_list", "flow") \
-                    or not isinstance(i.get("action"), dict):
-                raise InvalidRequest("interactive needs type (button, list, …) and action", "interactive")
-            if i.get("type") == "button" and len(i["action"].get("buttons") or []) > 3:
-                raise InvalidRequest("at most 3 reply buttons", "interactive.action.buttons")
+        if self.type == "interactive" and self.interactive is None:
+            raise InvalidRequest("interactive needs type (button, list, …) and action", "interactive")
         if self.type in ("media", *wire.WHATSAPP_MEDIA_TYPES):
             if self.media is None:
                 raise InvalidRequest(f"type {self.type!r} needs media {{link}}", "media")
@@ -136,16 +164,31 @@ class WhatsAppSend(BaseModel):
                                      "media.type")
 
 
+class QueuedSend(BaseModel):
+    """The answer to a send request (202): the job that will send it."""
+
+    success: Literal[True] = True
+    job_id: uuid.UUID
+    thread_id: uuid.UUID
+    platform: Literal["messenger", "instagram", "whatsapp"]
+    recipient_id: str
+    used_message_tag: bool = Field(description="sent as MESSAGE_TAG HUMAN_AGENT (24 h – 7 days after the "
+                                               "customer's last message)")
+    status: str = Field(description="queued; for a replayed Idempotency-Key, the job's state now")
+
+
 @dataclass(frozen=True)
 class Queued:
     job: dict[str, Any]
     created: bool
 
+    def answer(self) -> QueuedSend:
+        return QueuedSend(job_id=self.job["job_id"], thread_id=self.job["thread_id"], platform=self.job["platform"],
+                          recipient_id=self.job["recipient_id"], used_message_tag=self.job["tag"] is not None,
+                          status="queued" if self.created else self.job["status"])
+
     def response(self) -> dict[str, Any]:
-        return {"success": True, "job_id": str(self.job["job_id"]), "thread_id": str(self.job["thread_id"]),
-                "platform": self.job["platform"], "recipient_id": self.job["recipient_id"],
-                "used_message_tag": self.job["tag"] is not None, "status": "queued"
-                if self.created else self.job["status"]}
+        return self.answer().model_dump(mode="json")
 
 
 def channel_for(channels: Channels, platform: str) -> str:
@@ -184,23 +227,30 @@ async def queue_messenger(conn: psycopg.AsyncConnection, channels: Channels, bod
 
 async def queue_whatsapp(conn: psycopg.AsyncConnection, channels: Channels, body: WhatsAppSend, *,
                          requested_by: str, idempotency_key: str | None = None) -> Queued:
+    """Validate, check a template against the catalog, decide the window, enqueue. Raises InvalidRequest,
+    TemplateRefused, PolicyViolation, IdempotencyConflict."""
     body.check()
     channel_id = channel_for(channels, "whatsapp")
-    wa_id = wire.normalize_wa_id(body.to)
+    recipient = body.recipient
     job_id = uuid.uuid4()
     media = body.media.model_dump(exclude={"type"}, exclude_none=True) if body.media else None
+    template = body.template.model_dump(exclude_none=True) if body.template else None
     request = wire.with_job_reference("whatsapp", wire.whatsapp_request(
-        wa_id, body.wire_type, text=body.message,
-        template=body.template.model_dump(exclude_none=True) if body.template else None,
-        interactive=body.interactive, media=media, preview_url=body.preview_url), str(job_id))
+        recipient, body.wire_type, text=body.message, template=template,
+        interactive=body.interactive.model_dump(exclude_none=True) if body.interactive else None,
+        media=media, preview_url=body.preview_url), str(job_id))
     existing = await queue.existing_job(conn, requested_by, idempotency_key, request)
     if existing is not None:
         return Queued(existing, False)
-    windows = await queue.thread_windows(conn, "whatsapp", channel_id, wa_id)
+    if template is not None:
+        await check_template(conn, channels.waba_id, template, to_user_id=body.to_user_id)
+    # A user id may belong to a thread we know by phone number: its windows are that thread's.
+    participant = await queue.whatsapp_participant(conn, channel_id, recipient) if body.to_user_id else recipient
+    windows = await queue.thread_windows(conn, "whatsapp", channel_id, participant)
     decision = decide_whatsapp(windows.windows, datetime.now(UTC), is_template=body.type == "template")
     content = body.message or (body.template.name if body.template else None) or (media or {}).get("link")
     row, created = await queue.enqueue(conn, queue.NewJob(
-        platform="whatsapp", channel_id=channel_id, recipient_id=wa_id, request=request, decision=decision,
+        platform="whatsapp", channel_id=channel_id, recipient_id=recipient, request=request, decision=decision,
         message_type=body.wire_type, content=content, requested_by=requested_by,
-        idempotency_key=idempotency_key, job_id=job_id))
+        idempotency_key=idempotency_key, job_id=job_id, participant_id=participant))
     return Queued(row, created)

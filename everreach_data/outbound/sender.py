@@ -32,14 +32,14 @@ import psycopg
 
 from everreach_data.config import Channels
 from everreach_data.db.connection import RECONNECT_WAIT_SECONDS, connection_lost
-from everreach_data.db.run_liveness import session_name
+from everreach_data.db.run_liveness import presence_async
 from everreach_data.meta import messaging as wire
 from everreach_data.meta.client import AsyncGraphClient
 from everreach_data.meta.errors import PAIR_RATE_LIMIT, ErrorKind, GraphAPIError, GraphTransportError
 from everreach_data.outbound import queue
 from everreach_data.outbound.pacing import Pacer, PairBucket
 
-#: ``application_name`` of a send run's Postgres sessions, followed by its Dagster run id.
+#: ``application_name`` of a send run's Postgres sessions, and the name its runs' presence is held under.
 SEND_APPLICATION = "everreach-outbound-send"
 #: How long a run waits for a lost database to answer again before it fails.
 RECONNECT_PATIENCE_SECONDS = 60.0
@@ -370,8 +370,8 @@ class _Drain:
 
 async def drain(database_url: str, channels: Channels, cfg: SendConfig | None = None, *,
                 run_id: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> DrainReport:
-    """Send what is due until the queue is idle (or ``cfg.max_seconds``); returns what happened. The sessions
-    carry ``run_id`` in their ``application_name``, so the sensor can tell a live run from a dead one."""
+    """Send what is due until the queue is idle (or ``cfg.max_seconds``); returns what happened. The run's
+    presence is held meanwhile, so the sensor can tell a live run from a dead one."""
     cfg = cfg or SendConfig()
     clients: dict[str, AsyncGraphClient] = {}
     skip: list[str] = []
@@ -383,14 +383,14 @@ async def drain(database_url: str, channels: Channels, cfg: SendConfig | None = 
                                                  transport=transport)
         else:   # no token: leave that channel's jobs queued rather than fail them
             skip.append(f"{platform}:{channel.channel_id}")
-    application_name = session_name(SEND_APPLICATION, run_id)
 
     def connect() -> Awaitable[psycopg.AsyncConnection]:
-        return queue.connect_async(database_url, application_name=application_name)
+        return queue.connect_async(database_url, application_name=SEND_APPLICATION)
 
     run = _Drain(connect, await connect(), await connect(), clients, cfg, skip)
     try:
-        return await run.run()
+        async with presence_async(database_url, SEND_APPLICATION, run_id):
+            return await run.run()
     finally:
         for client in clients.values():
             await client.aclose()

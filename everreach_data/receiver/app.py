@@ -1,5 +1,5 @@
 """The ASGI app's assembly: each flow's routes (webhooks in, sends, conversions, the ads summary), the
-health check, the OpenAPI document and the one error shape. It only ever writes to the queues
+health check, the OpenAPI document and its page, and the one error shape. It only ever writes to the queues
 (``meta_webhook_event``, ``outbound_message_job``) and the conversions it sends; the Dagster jobs do the rest."""
 
 from __future__ import annotations
@@ -7,48 +7,53 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import AsyncIterator
+from typing import Literal
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-from starlette.schemas import SchemaGenerator
+from starlette.responses import Response
 
 from everreach_data.ads import routes as ads_routes
 from everreach_data.config import Settings
 from everreach_data.conversions import routes as conversions_routes
+from everreach_data.db.connection import POOLER_SAFE
 from everreach_data.inbox import routes as webhooks
 from everreach_data.outbound import routes as outbound_routes
-from everreach_data.receiver.errors import (
-    DATABASE_WAIT_SECONDS,
-    ApiError,
-    api_error_handler,
-    database_error_handler,
-    http_error_handler,
-)
+from everreach_data.receiver import openapi
+from everreach_data.receiver.auth import TokenPolicy
+from everreach_data.receiver.errors import EXCEPTION_HANDLERS, UnexpectedErrors
+from everreach_data.receiver.operation import Answer, Operation, api_route, reply
 
-schemas = SchemaGenerator(
-    {"openapi": "3.0.3", "info": {"title": "EverReach Data receiver", "version": "1.0.0"},
-     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}}
-)
+#: How long a request waits for a database connection before answering 503.
+POOL_TIMEOUT_SECONDS = 5.0
 
 
-async def healthz(request: Request) -> JSONResponse:
+class Ready(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Unavailable(BaseModel):
+    status: Literal["unavailable"] = "unavailable"
+    database: str = Field(description="the error that kept the database from answering")
+
+
+async def healthz(request: Request) -> Response:
     """Liveness plus a database round trip, so a load balancer takes a receiver out when it cannot store."""
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        return reply(Unavailable(database=type(exc).__name__), 503)
+    return reply(Ready())
 
 
-async def openapi(request: Request) -> JSONResponse:
-    """The OpenAPI document, built from the endpoints' docstrings (YAML after a ``---`` line)."""
-    return JSONResponse(schemas.get_schema(routes=request.app.routes))
+HEALTH = api_route("GET", "/healthz", healthz, Operation(
+    summary="Liveness and a database round trip", tag="health",
+    answers={200: Answer(Ready, "Ready: the database answers"),
+             503: Answer(Unavailable, "Not ready: the database does not answer")}))
 
 
 class Receiver(Starlette):
@@ -66,16 +71,15 @@ class Receiver(Starlette):
 
 
 def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16) -> Starlette:
-    """The receiver app. Refuses to build without an app secret: an unsigned intake would accept anything."""
+    """The receiver app. Refuses to build without an app secret (an unsigned intake would accept anything)
+    or without a JWT secret long enough to trust (see :class:`TokenPolicy`)."""
     if not settings.META_APP_SECRET or not settings.META_APP_SECRET.get_secret_value():
         raise ValueError("META_APP_SECRET is not set: the receiver will not start without it, because it "
                          "could not verify that webhooks come from Meta")
-    if not settings.JWT_SECRET or not settings.JWT_SECRET.get_secret_value():
-        raise ValueError("JWT_SECRET is not set: the receiver will not start without it, because /api/v1 "
-                         "routes could not authenticate callers")
+    token_policy = TokenPolicy.from_settings(settings)
 
     pool = AsyncConnectionPool(database_url, min_size=2, max_size=pool_max_size, open=False,
-                               timeout=DATABASE_WAIT_SECONDS, kwargs={"autocommit": False})
+                               timeout=POOL_TIMEOUT_SECONDS, kwargs={"autocommit": False, **POOLER_SAFE})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,27 +92,24 @@ def create_app(settings: Settings, database_url: str, *, pool_max_size: int = 16
                     await closed
             await pool.close()
 
+    intake = webhooks.WebhookIntake(pool, settings.META_APP_SECRET.get_secret_value().encode(),
+                                    settings.RECEIVER_MAX_BODY_BYTES)
     routes = [
-        Route("/healthz", healthz, methods=["GET"], include_in_schema=False),
-        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        HEALTH,
+        *openapi.routes,
         *webhooks.routes,
+        webhooks.intake_route(intake),
         *outbound_routes.routes,
         *ads_routes.routes,
         *conversions_routes.routes,
     ]
-    app = Receiver(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler,
-                            psycopg.OperationalError: database_error_handler, PoolTimeout: database_error_handler},
-    )
+    app = Receiver(routes=routes, lifespan=lifespan, middleware=[Middleware(UnexpectedErrors)],
+                   exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = settings
     app.state.channels = settings.channels()
     app.state.pool = pool
     app.state.on_shutdown = []  # closers of what is made on first use (Graph API clients)
-    app.state.jwt_secret = settings.JWT_SECRET.get_secret_value()
-    app.webhook_intake = webhooks.WebhookIntake(pool, settings.META_APP_SECRET.get_secret_value().encode(),
-                                                settings.RECEIVER_MAX_BODY_BYTES)
+    app.state.token_policy = token_policy
+    app.state.openapi = openapi.document(routes, role_claim=token_policy.role_claim)
+    app.webhook_intake = intake
     return app
-
-

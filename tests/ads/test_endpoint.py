@@ -8,7 +8,7 @@ import httpx
 
 from everreach_data.ads.defs import sync_ad_performance
 from everreach_data.receiver.app import create_app
-from everreach_data.receiver.auth import issue_token
+from tests import tokens
 from tests.servers import serve
 
 from .helpers import PRIMARY, client, expected, fast_options, sandbox
@@ -28,7 +28,7 @@ def test_summary_and_missing_dates(settings, db_url):
             options=fast_options(),
         )
     want = expected(state, PRIMARY, "campaign", date(2026, 10, 1), date(2026, 10, 5))
-    token = issue_token(settings.secret("JWT_SECRET"), "analyst-1")
+    token = tokens.token("analyst", sub="analyst-1")
     with serve(create_app(settings, db_url)) as api:
         r = httpx.get(
             api + PATH,
@@ -77,7 +77,7 @@ BAD = [
 
 
 def test_bad_query_is_422_naming_the_field(settings, db_url):
-    token = issue_token(settings.secret("JWT_SECRET"), "analyst-1")
+    token = tokens.token("analyst", sub="analyst-1")
     with serve(create_app(settings, db_url)) as api:
         for params, field in BAD:
             r = httpx.get(api + PATH, params=params, headers={"Authorization": f"Bearer {token}"})

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from everreach_data.receiver.app import create_app
-from everreach_data.receiver.auth import issue_token
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
+from tests import tokens
 from tests.servers import free_port, serve
 
 PATH = "/api/v1/integrations/meta/conversions"
@@ -39,7 +39,7 @@ def receiver(settings, db_url, sandbox) -> Iterator[str]:
 
 def post(base: str, body, *, token: str | None = "default", **kwargs) -> httpx.Response:
     if token == "default":
-        token = issue_token(SANDBOX_DEFAULTS["JWT_SECRET"], "operator-1")
+        token = tokens.token("analyst", sub="operator-1")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if isinstance(body, bytes):
         return httpx.post(base + PATH, content=body, headers={**headers, "content-type": "application/json"},

@@ -117,9 +117,9 @@ def test_every_entry_change_and_item_of_a_batch_is_parsed():
 
 def test_unknown_object_parses_to_nothing_and_other_fields_are_ignored():
     assert parse_webhook({"object": "user", "entry": [{"whatever": 1}]}).records == []
-    tpl = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
-        {"field": "message_template_status_update", "value": {"event": "APPROVED"}}]}]}
-    parsed = parse_webhook(tpl)
+    quality = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "phone_number_quality_update", "value": {"event": "THROUGHPUT_UPGRADE"}}]}]}
+    parsed = parse_webhook(quality)
     assert parsed.records == [] and parsed.ignored == 1
 
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from everreach_data.cli import main as cli_main
-from everreach_data.db.run_liveness import live_runs
+from everreach_data.db.run_liveness import LiveRuns, live_runs
 from everreach_data.inbox import queue as inbox
 from everreach_data.inbox.apply import apply_records
 from everreach_data.inbox.batches import DIED, as_ranges
@@ -426,10 +426,10 @@ def test_drain_killed_mid_batch_loses_nothing(db_url, db):
 
     def holds_every_claim() -> None:
         assert claimable(db) == 0  # the blocked batch holds every event's row lock
-        assert live_runs(db, DRAIN_APPLICATION) == {"killed-run"}  # what the sensor sees of a live run
+        assert live_runs(db, DRAIN_APPLICATION) == LiveRuns.of("killed-run")  # what the sensor sees of a live run
 
     _kill_drain_blocked_on(db, db_url, "blocker", holds_every_claim)
-    assert live_runs(db, DRAIN_APPLICATION) == set()  # …and of a dead one, even if Dagster still says STARTED
+    assert live_runs(db, DRAIN_APPLICATION) == LiveRuns.of()  # …and of a dead one, even if Dagster still says STARTED
     assert db.execute("SELECT count(*) AS n FROM conversation_message").fetchone()["n"] == 0  # rolled back
     assert claimable(db) == len(bodies)  # the dead run's transaction ended with its session: no lease to wait out
     assert db.execute("SELECT count(*) AS n FROM meta_webhook_event WHERE status = 'pending' AND attempts = 0"
@@ -472,8 +472,8 @@ def test_a_stuck_batch_is_cut_off_and_its_events_released(db_url, db):
     """A run that stops mid-batch without dying (hung, paused) holds its claims only for the lease."""
     enqueue(db, p.MESSENGER, p.WHATSAPP_TEXT)
     with psycopg.connect(db_url, autocommit=True) as stuck:
-        inbox.configure_session(stuck, lease_seconds=0.5)
         stuck.execute("BEGIN")
+        inbox.configure_transaction(stuck, lease_seconds=0.5)
         assert len(inbox.claim(stuck, limit=10)) == 2 and claimable(db) == 0
         deadline = time.monotonic() + 15
         while claimable(db) < 2:

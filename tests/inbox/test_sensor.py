@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from everreach_data.db.run_liveness import START_GRACE_SECONDS, live_runs, runs_in_flight, session_name
+from everreach_data.db.run_liveness import START_GRACE_SECONDS, live_runs, presence, runs_in_flight
 from everreach_data.inbox.defs import (
     QUEUE_TAG,
     WebhookDrainConfig,
@@ -66,18 +66,17 @@ def test_sensor_never_exceeds_the_concurrent_run_limit():
     assert request.run_key == "webhook-events-upto-99-5" and cursor == "99:5"
 
 
-def test_a_started_run_whose_drain_sessions_are_gone_does_not_hold_the_queue(db_url):
+def test_a_started_run_whose_presence_is_gone_does_not_hold_the_queue(db_url):
     with dg.instance_for_test() as instance:
         run = instance.create_run_for_job(process_webhook_events, tags=QUEUE_TAG,
                                           status=dg.DagsterRunStatus.STARTED)
         later = time.time() + START_GRACE_SECONDS + 1
         assert runs_in_flight(instance, QUEUE_TAG, set()) == 1  # just started: it may not have connected yet
-        # Long started with no session: its process died.
+        # Long started with no presence: its process died.
         assert runs_in_flight(instance, QUEUE_TAG, set(), now=later) == 0
-        with psycopg.connect(db_url, application_name=session_name(DRAIN_APPLICATION, run.run_id)), \
-                psycopg.connect(db_url) as conn:
+        with presence(db_url, DRAIN_APPLICATION, run.run_id), psycopg.connect(db_url) as conn:
             live = live_runs(conn, DRAIN_APPLICATION)
-        assert live == {run.run_id}
+        assert run.run_id in live and "another-run" not in live and len(live) == 1
         assert runs_in_flight(instance, QUEUE_TAG, live, now=later) == 1
 
 

@@ -10,8 +10,8 @@ import httpx
 import psycopg
 
 from everreach_data.outbound.sender import DrainReport, SendConfig, drain
-from everreach_data.receiver.auth import issue_token
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
+from tests import tokens
 
 PAGE = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
 IG = SANDBOX_DEFAULTS["INSTAGRAM_USER_ID"]
@@ -24,7 +24,7 @@ FAST = {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2, "linger_second
 
 
 def bearer(sub: str = "agent-1", ttl: int = 600) -> dict[str, str]:
-    return {"Authorization": "Bearer " + issue_token(SANDBOX_DEFAULTS["JWT_SECRET"], sub, ttl_seconds=ttl)}
+    return tokens.bearer("operator", sub=sub, ttl=ttl)
 
 
 def new_user(platform: str) -> str:

@@ -8,11 +8,10 @@ import threading
 
 import dagster as dg
 import httpx
-import psycopg
 
 from everreach_data import cli
 from everreach_data.db import run_liveness
-from everreach_data.db.run_liveness import live_runs, session_name
+from everreach_data.db.run_liveness import LiveRuns, live_runs, presence
 from everreach_data.definitions import build_resources
 from everreach_data.outbound import defs as jobs
 from everreach_data.outbound.defs import outbound_messages_sensor
@@ -93,14 +92,14 @@ def test_a_send_run_whose_process_died_does_not_hold_the_outbound_queue(monkeypa
                                           status=dg.DagsterRunStatus.STARTED)
         assert isinstance(evaluate(instance), dg.SkipReason)  # just started: it may not have connected yet
         monkeypatch.setattr(run_liveness, "START_GRACE_SECONDS", 0.0)
-        assert isinstance(evaluate(instance), dg.RunRequest)  # started, no session: its process died
-        with psycopg.connect(db_url, application_name=session_name(SEND_APPLICATION, run.run_id)):
+        assert isinstance(evaluate(instance), dg.RunRequest)  # started, no presence: its process died
+        with presence(db_url, SEND_APPLICATION, run.run_id):
             assert isinstance(evaluate(instance), dg.SkipReason)  # alive
 
 
 
-def test_a_send_runs_sessions_carry_its_run_id(receiver, sandbox, db, db_url, out_settings):
-    """What the sensor reads: the sessions of a run that is sending, and none once it has ended."""
+def test_a_send_run_is_present_while_it_sends(receiver, sandbox, db, db_url, out_settings):
+    """What the sensor reads: the presence of a run that is sending, and none once it has ended."""
     send_whatsapp(receiver, {"to": new_user("whatsapp"), "type": "template",
                              "template": {"name": "hello_world", "language": {"code": "en_US"}}})
     httpx.post(f"{sandbox}/_sandbox/faults", json={"latency_ms": 1500}).raise_for_status()  # a send in flight
@@ -108,8 +107,9 @@ def test_a_send_runs_sessions_carry_its_run_id(receiver, sandbox, db, db_url, ou
                                                                  run_id="send-run-1")))
     run.start()
     try:
-        wait_for(lambda: live_runs(db, SEND_APPLICATION) == {"send-run-1"}, timeout=30, what="the run's sessions")
+        wait_for(lambda: live_runs(db, SEND_APPLICATION) == LiveRuns.of("send-run-1"), timeout=30,
+                 what="the run's presence")
     finally:
         run.join(timeout=30)
-    assert live_runs(db, SEND_APPLICATION) == set()
+    assert live_runs(db, SEND_APPLICATION) == LiveRuns.of()
     assert len(sandbox_sent(sandbox)) == 1
