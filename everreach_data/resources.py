@@ -49,8 +49,9 @@ class GraphAPIResource(dg.ConfigurableResource):
     max_attempts: int = 6
     #: An outage that outlasts the client's own retries (minutes of 5xx or throttling at Meta, the database
     #: restarting) fails the step, which Dagster then runs again this many times, after ``outage_retry_seconds``
-    #: doubled each time (15, 30, 60 s: with the client's retries, about three minutes of outage).
-    outage_retries: int = 3
+    #: doubled each time (15 s to 4 min: with the client's retries, about nine minutes of outage — Airbyte's
+    #: connector sleeps 2 to 10 minutes when Meta's usage is at the limit).
+    outage_retries: int = 5
     outage_retry_seconds: float = 15.0
 
     def base_url(self) -> str:
