@@ -3,7 +3,8 @@ that builds every resource from the settings (``definitions.py``, the demo and t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ import dagster as dg
 import psycopg
 
 from everreach_data.config import Settings
+from everreach_data.db.catalog import table_metadata
 from everreach_data.db.connection import DatabaseUnavailable, connect, connection_lost
 from everreach_data.db.embedded import APP_DATABASE, start_embedded
 from everreach_data.meta.client import GraphClient, RetryPolicy
@@ -34,6 +36,17 @@ class PostgresResource(dg.ConfigurableResource):
     def connect(self, **kwargs: Any) -> Iterator[psycopg.Connection]:
         with connect(self.resolved_url(), **kwargs) as conn:
             yield conn
+
+    def describe(self, tables: Iterable[str], log: logging.Logger | dg.DagsterLogManager) -> dict[str, dict[str, Any]]:
+        """:func:`table_metadata` of each table, for a queue run's report of what it wrote; none when the
+        database cannot be reached just now: the report's counts come from the run, and a run that rode out a
+        restart must not fail on describing the tables."""
+        try:
+            with self.connect() as conn:
+                return {table: table_metadata(conn, table) for table in tables}
+        except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+            log.warning(f"the tables' sizes and columns are left out of this report: {exc}")
+            return {}
 
 
 class GraphAPIResource(dg.ConfigurableResource):
