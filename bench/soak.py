@@ -35,10 +35,11 @@ acknowledged (200), refused (503 answers, each retried), connection errors (retr
 more than one row — rows sharing Meta's id, or a message the sandbox sent held by both its job's row and an
 echo's; ``messages.missing``: Meta ids in acknowledged bodies with no message row. Sends: requested (202),
 jobs by final status, failed by Meta's code, ``went_unknown`` (no answer, or a lease that expired while
-sending: the send runs' own reports), ``reconciled`` from Meta's webhooks, left unknown at the end, and
-``sent_twice`` (must be 0): jobs the sandbox's record of sends (``GET /_sandbox/messaging/sent``) holds more
-than once; the sandbox's webhook deliveries (posted, refused and retried, abandoned). Backfills: rows and spend
-per level against the sandbox's truth (its generator, in this process, same seed), and each backfill's status.
+sending: the send runs' own reports), ``reconciled`` from Meta's webhooks, left unknown at the end (and of
+those, how many Meta never got), and ``sent_twice`` (must be 0): jobs the sandbox's record of sends
+(``GET /_sandbox/messaging/sent``) holds more than once; the sandbox's webhook deliveries (posted, refused
+and retried, abandoned). Backfills: rows and spend per level against the sandbox's truth (its generator, in
+this process, same seed), and each backfill's status.
 The drain and send runs by final status. Per fault: ``intake_back_s`` and ``drain_back_s``, seconds from its
 start until the intake backlog (bodies posted and not yet acknowledged) and the drain backlog (stored events
 still pending) were back under their steady level — twice their 95th percentile before the first fault, and at
@@ -806,6 +807,10 @@ class Soak:
                 "failed_by_meta_code": dict(Counter(str(jobs[j][1]) for j in ours
                                                     if j in jobs and jobs[j][0] == "failed")),
                 "unknown_at_end": sum(1 for j in ours if jobs.get(j, ("",))[0] == "unknown"),
+                # Meta never got these (a connection dropped before the call was carried out): no webhook
+                # will settle them, so after the grace an operator is asked; re-sending them is safe.
+                "unknown_never_reached_meta": sum(1 for j in ours if jobs.get(j, ("",))[0] == "unknown"
+                                                  and j not in by_job),
                 **{k: v for k, v in runs.items() if k != "runs"},
                 "sandbox_accepted": len(sandbox_sent),
                 "sent_twice": sum(1 for n in by_job.values() if n > 1),
