@@ -369,25 +369,41 @@ class Load:
             intake.redeliveries += 1
         intake.posted += 1
         intake.in_flight += 1
+
+        def retried(kind: str) -> None:
+            if kind == "503":
+                intake.refused += 1
+            else:
+                intake.connection_errors += 1
+
         try:
-            attempt = 0
-            while time.monotonic() < self.retry_until:
-                try:
-                    response = await client.post("/api/webhooks/meta", content=raw, headers=sign(APP_SECRET, raw))
-                except httpx.TransportError:
-                    intake.connection_errors += 1
-                else:
-                    if response.status_code == 200:
-                        body.acked = True
-                        return
-                    if response.status_code != 503:
-                        intake.rejected[response.status_code] += 1
-                        return
-                    intake.refused += 1
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+            response = await self._until_answered(
+                lambda: client.post("/api/webhooks/meta", content=raw, headers=sign(APP_SECRET, raw)), retried)
+            if response is None:
+                return
+            if response.status_code == 200:
+                body.acked = True
+            else:
+                intake.rejected[response.status_code] += 1
         finally:
             intake.in_flight -= 1
+
+    async def _until_answered(self, post, retried) -> httpx.Response | None:
+        """``post()`` again (the same bytes, the same Idempotency-Key) after a 503 or a connection error, as Meta
+        and a careful client do, until it is answered otherwise; None once the soak stops retrying."""
+        attempt = 0
+        while time.monotonic() < self.retry_until:
+            try:
+                response = await post()
+            except httpx.TransportError:
+                retried("connection_error")
+            else:
+                if response.status_code != 503:
+                    return response
+                retried("503")
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+        return None
 
     # ── sends ──
     def _request(self, i: int) -> tuple[str, dict]:
@@ -407,25 +423,20 @@ class Load:
         headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": str(uuid.uuid4())}
         sends = self.sends
         sends.in_flight += 1
+
+        def retried(kind: str) -> None:
+            sends.retried += 1
+
         try:
-            attempt = 0
-            while time.monotonic() < self.retry_until:
-                try:
-                    response = await client.post(path, json=body, headers=headers)
-                except httpx.TransportError:
-                    sends.retried += 1
-                else:
-                    if response.status_code == 202:
-                        sends.requested += 1
-                        sends.replayed += response.headers.get("idempotent-replayed") == "true"
-                        sends.job_ids.add(response.json()["job_id"])
-                        return
-                    if response.status_code != 503:
-                        sends.refused[f"{response.status_code}: {response.text[:200]}"] += 1
-                        return
-                    sends.retried += 1
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+            response = await self._until_answered(lambda: client.post(path, json=body, headers=headers), retried)
+            if response is None:
+                return
+            if response.status_code == 202:
+                sends.requested += 1
+                sends.replayed += response.headers.get("idempotent-replayed") == "true"
+                sends.job_ids.add(response.json()["job_id"])
+            else:
+                sends.refused[f"{response.status_code}: {response.text[:200]}"] += 1
         finally:
             sends.in_flight -= 1
 
