@@ -3,7 +3,8 @@ that builds every resource from the settings (``definitions.py``, the demo and t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,7 +13,8 @@ import dagster as dg
 import psycopg
 
 from everreach_data.config import Settings
-from everreach_data.db.connection import connect
+from everreach_data.db.catalog import table_metadata
+from everreach_data.db.connection import DatabaseUnavailable, connect, connection_lost
 from everreach_data.db.embedded import APP_DATABASE, start_embedded
 from everreach_data.meta.client import GraphClient, RetryPolicy
 from everreach_data.meta.errors import ErrorKind, GraphAPIError
@@ -35,6 +37,17 @@ class PostgresResource(dg.ConfigurableResource):
         with connect(self.resolved_url(), **kwargs) as conn:
             yield conn
 
+    def describe(self, tables: Iterable[str], log: logging.Logger | dg.DagsterLogManager) -> dict[str, dict[str, Any]]:
+        """:func:`table_metadata` of each table, for a queue run's report of what it wrote; none when the
+        database cannot be reached just now: the report's counts come from the run, and a run that rode out a
+        restart must not fail on describing the tables."""
+        try:
+            with self.connect() as conn:
+                return {table: table_metadata(conn, table) for table in tables}
+        except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+            log.warning(f"the tables' sizes and columns are left out of this report: {exc}")
+            return {}
+
 
 class GraphAPIResource(dg.ConfigurableResource):
     """Graph API access with one token; each Meta surface (ads, a Page, a pixel…) subclasses it and names
@@ -47,6 +60,12 @@ class GraphAPIResource(dg.ConfigurableResource):
     api_version: str = _DEFAULTS["META_API_VERSION"].default
     timeout_seconds: float = 30.0
     max_attempts: int = 6
+    #: An outage that outlasts the client's own retries (minutes of 5xx or throttling at Meta, the database
+    #: restarting) fails the step, which Dagster then runs again this many times, after ``outage_retry_seconds``
+    #: doubled each time (15 s to 4 min: with the client's retries, about nine minutes of outage — Airbyte's
+    #: connector sleeps 2 to 10 minutes when Meta's usage is at the limit).
+    outage_retries: int = 5
+    outage_retry_seconds: float = 15.0
 
     def base_url(self) -> str:
         return f"{self.graph_url.rstrip('/')}/{self.api_version}"
@@ -61,17 +80,34 @@ class GraphAPIResource(dg.ConfigurableResource):
 
     @contextmanager
     def failures(self, what: str) -> Iterator[None]:
-        """Meta's permanent errors as a run failure that says what to do; transient ones propagate (the
-        client already retried them, and Dagster's run retries may try again)."""
+        """Meta's permanent errors as a run failure that says what to do. An outage — Meta's transient errors
+        and throttles, which the client already retried, or a lost database connection — asks Dagster to run
+        the step again later (:attr:`outage_retries`): re-running a range replaces it, so a retry is safe."""
         try:
             yield
         except GraphAPIError as exc:
             if exc.retryable:
-                raise
+                raise self._retry_later(what, exc) from exc
             hint = HINTS.get(exc.kind, "").format(token=self.TOKEN_SETTING or "its setting")
             raise dg.Failure(description=f"{what} failed: {exc}" + (f" — {hint}" if hint else ""),
                              metadata={"meta_code": exc.code or 0, "meta_subcode": exc.subcode or 0,
-                                       "fbtrace_id": exc.fbtrace_id or ""}) from exc
+                                       "fbtrace_id": exc.fbtrace_id or ""}, allow_retries=False) from exc
+        except (psycopg.Error, DatabaseUnavailable) as exc:
+            if isinstance(exc, psycopg.Error) and not connection_lost(exc):
+                raise
+            raise self._retry_later(what, exc) from exc
+
+    def _retry_later(self, what: str, exc: Exception) -> dg.RetryRequested:
+        try:
+            context: dg.OpExecutionContext | None = dg.OpExecutionContext.get()
+        except dg.DagsterInvariantViolationError:  # not in a step (a plain call): nothing to count
+            context = None
+        attempt = context.retry_number if context is not None else 0
+        wait = self.outage_retry_seconds * 2 ** attempt
+        if context is not None and attempt < self.outage_retries:
+            context.log.warning(f"{what} failed ({exc}); running the step again in {wait:.0f} s "
+                                f"(retry {attempt + 1} of {self.outage_retries})")
+        return dg.RetryRequested(max_retries=self.outage_retries, seconds_to_wait=wait)
 
 
 class ChannelsResource(dg.ConfigurableResource):

@@ -191,6 +191,8 @@ class FaultInjector:
             await self.app(scope, receive, send)
             return
         state.count(f"fault.{fault.kind}")
+        if fault.after and fault.kind in ("drop", "timeout"):
+            await self.app(scope, receive, _unanswered)  # carried out (background tasks too), answer withheld
         if fault.kind == "drop":
             await _drop(send)
         elif fault.kind == "timeout":
@@ -206,6 +208,10 @@ class FaultInjector:
             await GraphError(
                 fault.code, fault.message, status=fault.status, is_transient=True, type="OAuthException"
             ).response()(scope, receive, send)
+
+
+async def _unanswered(message: dict) -> None:
+    """An ASGI ``send`` that delivers nothing: the app's answer to a request whose answer is lost."""
 
 
 async def _until_disconnect(receive: Any) -> None:
@@ -393,7 +399,7 @@ def create_sandbox_app(state: SandboxState, surfaces: list[Surface]) -> Any:
     async def control_faults(request: Request) -> JSONResponse:
         """POST {"latency_ms": [lo, hi] | n, "error_rate": 0.1, "drop_rate": 0.1, "clear": true,
         "faults": [{"kind": "status"|"graph"|"timeout"|"drop", "path_contains", "times", "status", "code",
-        "subcode", "message", "delay_seconds"}]}. ``clear`` empties the queue and zeroes the rates."""
+        "subcode", "message", "delay_seconds", "after"}]}. ``clear`` empties the queue and zeroes the rates."""
         body = await request.json()
         with state.lock:
             if body.get("clear"):

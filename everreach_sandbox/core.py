@@ -178,7 +178,10 @@ class Limits:
 @dataclass
 class Fault:
     """One injected failure. ``kind``: ``status`` (HTTP error with Meta's envelope), ``graph`` (a Graph
-    error code), ``timeout`` (hang longer than any sane client timeout), ``drop`` (close the connection)."""
+    error code), ``timeout`` (hang longer than any sane client timeout), ``drop`` (close the connection).
+    With ``after``, a ``timeout`` or ``drop`` comes once the request has been carried out (a message sent,
+    its webhooks on their way): Meta did the work and its answer was lost, which a client cannot tell from
+    a request that never arrived."""
 
     kind: str  # status | graph | timeout | drop
     path_contains: str = ""
@@ -188,6 +191,7 @@ class Fault:
     subcode: int | None = None
     message: str = "An unexpected error has occurred. Please retry your request later."
     delay_seconds: float = 30.0
+    after: bool = False
 
 
 @dataclass

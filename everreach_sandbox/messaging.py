@@ -8,7 +8,9 @@ posts what Meta would post to ``state.webhook_url``, signed with
 ``state.app_secret``: an echo for Messenger/Instagram, ``sent → delivered → read`` statuses for WhatsApp (with
 ``pricing`` as per-message pricing has it: marketing and authentication charged, utility free inside the
 customer service window, service free) — or ``failed`` (131047) for free-form WhatsApp outside the window,
-because WhatsApp accepts first and rejects later.
+because WhatsApp accepts first and rejects later. A post the receiver does not answer 200 (a 503, a refused
+connection) is retried, as Meta retries: at once, then less and less often (0.5 s doubling to 30 s) for
+``webhook_retry_seconds``.
 
 WhatsApp users have business-scoped user ids (``user_id``) and may hide their number behind a username; a
 send may address either (``to`` or ``recipient``). The WhatsApp Business Account has a template catalog:
@@ -23,6 +25,7 @@ changes a template and posts the template webhook Meta would.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -75,6 +78,7 @@ class Settings:
     pair_burst: int = 45              # messages to one recipient in a burst…
     pair_interval: float = 6.0        # …then one per this many seconds
     page_sends_per_second: int = 300  # Send API calls per second per Page / IG account
+    webhook_retry_seconds: float = 3600.0  # how long an undelivered webhook is retried (Meta: 36 hours)
 
 
 @dataclass
@@ -123,8 +127,10 @@ class World:
     sent: list[dict[str, Any]] = field(default_factory=list)
     pairs: dict[tuple[str, str], list[float]] = field(default_factory=dict)   # [tokens, last refill]
     throughput: dict[str, list[float]] = field(default_factory=dict)           # per phone: [tokens, last]
-    webhooks_posted: int = 0
-    webhook_failures: int = 0
+    webhooks_posted: int = 0        # delivered (answered 200)
+    webhook_failures: int = 0       # posts the receiver did not take, each retried
+    webhooks_abandoned: int = 0     # not delivered within webhook_retry_seconds
+    deliveries: set[asyncio.Task] = field(default_factory=set)  # webhooks on their way (deliver_later)
     client: httpx.AsyncClient | None = None
     templates: dict[tuple[str, str], Template] = field(default_factory=dict)   # (name, language)
 
@@ -200,7 +206,8 @@ def sign(secret: str, body: bytes) -> dict[str, str]:
 
 
 async def post_webhooks(state: SandboxState, payloads: list[dict[str, Any]]) -> None:
-    """Post each payload in order (statuses must not overtake each other), signed over the raw bytes."""
+    """Post each payload in order (statuses must not overtake each other), signed over the raw bytes, each
+    until the receiver answers 200 or its retry window ends (module docstring)."""
     w = world(state)
     if not state.webhook_url or not payloads:
         return
@@ -208,14 +215,32 @@ async def post_webhooks(state: SandboxState, payloads: list[dict[str, Any]]) -> 
         w.client = httpx.AsyncClient(timeout=10.0)
     for payload in payloads:
         raw = json.dumps(payload, separators=(",", ":")).encode()
-        try:
-            response = await w.client.post(state.webhook_url, content=raw, headers=sign(state.app_secret, raw))
-            ok = response.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        with state.lock:
-            w.webhooks_posted += ok
-            w.webhook_failures += not ok
+        give_up = time.monotonic() + w.settings.webhook_retry_seconds
+        wait = 0.5
+        while True:
+            try:
+                response = await w.client.post(state.webhook_url, content=raw,
+                                               headers=sign(state.app_secret, raw))
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            with state.lock:
+                w.webhooks_posted += ok
+                w.webhook_failures += not ok
+                w.webhooks_abandoned += not ok and time.monotonic() + wait > give_up
+            if ok or time.monotonic() + wait > give_up:
+                break
+            await asyncio.sleep(wait)
+            wait = min(30.0, wait * 2)
+
+
+async def deliver_later(state: SandboxState, payloads: list[dict[str, Any]]) -> None:
+    """:func:`post_webhooks` in a task of its own, as Meta delivers: its retries never hold up the answer to
+    the call that caused them, nor that connection's next request."""
+    w = world(state)
+    task = asyncio.create_task(post_webhooks(state, payloads))
+    w.deliveries.add(task)
+    task.add_done_callback(w.deliveries.discard)
 
 
 def _ms(t: float) -> int:
@@ -311,7 +336,7 @@ async def send_api(req: GraphRequest) -> JSONResponse:
     task = None
     if w.settings.echo and state.webhook_url:
         echo = echo_payload(user.platform, channel_id, recipient_id, mid, message, req.token.app_id, now)
-        task = BackgroundTask(post_webhooks, state, [echo])
+        task = BackgroundTask(deliver_later, state, [echo])
     return JSONResponse({"recipient_id": recipient_id, "message_id": mid}, background=task)
 
 
@@ -443,7 +468,7 @@ async def whatsapp_send(req: GraphRequest) -> JSONResponse:
     task = None
     if w.settings.statuses and state.webhook_url:
         payloads = [status_payload(phone, s) for s in _statuses(w, phone, wamid, to, body, now, user, template)]
-        task = BackgroundTask(post_webhooks, state, payloads)
+        task = BackgroundTask(deliver_later, state, payloads)
     contact = {"input": body.get("to") or body.get("recipient"),
                **_recipient(user, to, phone_key="wa_id", user_id_key="user_id")}
     return JSONResponse({"messaging_product": "whatsapp", "contacts": [contact],
@@ -497,7 +522,8 @@ async def control_sent(request: Request) -> JSONResponse:
             if (not q.get("platform") or s["platform"] == q["platform"])
             and (not q.get("recipient_id") or s["recipient_id"] == q["recipient_id"])]
     return JSONResponse({"count": len(sent), "data": sent if q.get("summary") != "1" else [],
-                         "webhooks_posted": w.webhooks_posted, "webhook_failures": w.webhook_failures})
+                         "webhooks_posted": w.webhooks_posted, "webhook_failures": w.webhook_failures,
+                         "webhooks_abandoned": w.webhooks_abandoned})
 
 
 async def control_settings(request: Request) -> JSONResponse:

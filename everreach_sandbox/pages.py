@@ -60,7 +60,7 @@ from everreach_sandbox.core import (
     utc_today,
 )
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
-from everreach_sandbox.messaging import post_webhooks
+from everreach_sandbox.messaging import deliver_later, post_webhooks
 from everreach_sandbox.traffic import story_insights_payload
 
 surface = Surface("pages")
@@ -925,7 +925,7 @@ async def ig_stories(req: GraphRequest) -> JSONResponse:
     items = [_story_row(n, spec) for n in state.extra["pages"]["stories"] if story_live(n, at)]
     payloads = expired_story_webhooks(state, at) if state.webhook_url else []
     return JSONResponse(paged(req, items, default_limit=25, max_limit=100),
-                        background=BackgroundTask(post_webhooks, state, payloads) if payloads else None)
+                        background=BackgroundTask(deliver_later, state, payloads) if payloads else None)
 
 
 @surface.route("GET", "ig_story")

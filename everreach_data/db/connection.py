@@ -24,6 +24,22 @@ class DatabaseUnavailable(RuntimeError):
     """The configured database cannot be reached; the message names it (without its password)."""
 
 
+#: After losing the database, the first wait before reconnecting and the longest (doubling in between): the
+#: queue runs wait out a restart or a failover instead of failing.
+RECONNECT_WAIT_SECONDS = (0.25, 5.0)
+#: SQLSTATEs of a session the server ended: shut down (admin, crash) or refusing connections while it starts.
+_SERVER_ENDED = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` says the connection is gone or could not be made (the server restarted, failed over or
+    is starting up) — what retrying on a new connection fixes — rather than anything about the statement.
+    Errors raised by the client itself (a closed socket, a refused connect) carry no SQLSTATE."""
+    state = exc.sqlstate
+    return isinstance(exc, psycopg.OperationalError) and (
+        state is None or state.startswith("08") or state in _SERVER_ENDED)
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

@@ -51,9 +51,11 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError:
             log.warning("embedded Postgres at %s was not running", self.pgdata)
 
-    def restart(self) -> None:
+    def restart(self, mode: str = "fast") -> None:
+        """Restart with pg_ctl's shutdown ``mode``: ``fast`` (sessions are ended, a clean checkpoint) or
+        ``immediate`` (no checkpoint: the server starts with crash recovery, as after a power cut)."""
         # Keep the same socket-only options the server was started with.
-        self.pg_ctl("-w", "-m", "fast", "-o", f'-h "" -k {self.socket_dir}', "-l",
+        self.pg_ctl("-w", "-m", mode, "-o", f'-h "" -k {self.socket_dir}', "-l",
                     str(self.pgdata / "log"), "restart")
 
 

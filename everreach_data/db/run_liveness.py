@@ -16,10 +16,13 @@ transaction keeps its server session, and its locks end with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Container, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +30,16 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
-from everreach_data.db.connection import POOLER_SAFE
+from everreach_data.db.connection import POOLER_SAFE, RECONNECT_WAIT_SECONDS, connection_lost
+
+log = logging.getLogger(__name__)
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
 
+#: How often a run's presence connection is checked, so a lost one is taken again soon after the database is
+#: back (well within START_GRACE_SECONDS of its sensor's next look).
+PRESENCE_CHECK_SECONDS = 2.0
 #: A run started this recently may not have connected yet.
 START_GRACE_SECONDS = 120.0
 #: How far a queue run's time budget stays below its ``dagster/max_runtime``: the work in flight when the
@@ -78,28 +86,96 @@ def _presence_args(url: str, application: str, run_id: str) -> tuple[dict[str, A
     return connect, {"application": lock_key(application), "run": lock_key(run_id)}
 
 
+def _hold(conn: psycopg.Connection, keys: dict[str, int]) -> psycopg.Connection:
+    conn.execute("BEGIN")
+    conn.execute(HOLD_PRESENCE, keys)
+    return conn
+
+
+async def _hold_async(conn: psycopg.AsyncConnection, keys: dict[str, int]) -> psycopg.AsyncConnection:
+    await conn.execute("BEGIN")
+    await conn.execute(HOLD_PRESENCE, keys)
+    return conn
+
+
 @contextmanager
 def presence(url: str, application: str, run_id: str | None) -> Iterator[None]:
-    """While the block runs, ``run_id`` is seen alive by :func:`live_runs` (nothing outside a run)."""
+    """While the block runs, ``run_id`` is seen alive by :func:`live_runs` (nothing outside a run).
+
+    The lock is taken before the block starts (a database that cannot be reached fails the run at once), then
+    watched by a thread that takes it again on a new connection if the database goes away (a restart, a
+    failover) — a run that rides out a restart must not look dead to its sensor afterwards."""
     if run_id is None:
         yield
         return
     connect, keys = _presence_args(url, application, run_id)
-    with psycopg.connect(**connect) as conn, conn.transaction():
-        conn.execute(HOLD_PRESENCE, keys)
+    conn = _hold(psycopg.connect(**connect), keys)
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal conn
+        wait, longest = RECONNECT_WAIT_SECONDS
+        while not done.wait(PRESENCE_CHECK_SECONDS if not conn.closed else wait):
+            try:
+                if conn.closed:
+                    conn = _hold(psycopg.connect(**connect), keys)
+                    wait = RECONNECT_WAIT_SECONDS[0]
+                else:
+                    conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                if not connection_lost(exc):
+                    log.warning("presence of %s run %s: %s", application, run_id, exc)
+                with suppress(psycopg.Error):
+                    conn.close()
+                wait = min(longest, wait * 2)
+
+    watcher = threading.Thread(target=watch, name=f"presence-{run_id}", daemon=True)
+    watcher.start()
+    try:
         yield
+    finally:
+        done.set()
+        watcher.join()
+        with suppress(psycopg.Error):
+            conn.close()
 
 
 @asynccontextmanager
 async def presence_async(url: str, application: str, run_id: str | None) -> AsyncIterator[None]:
-    """:func:`presence` for asyncio code."""
+    """:func:`presence` for asyncio code (the watcher is a task)."""
     if run_id is None:
         yield
         return
     connect, keys = _presence_args(url, application, run_id)
-    async with await psycopg.AsyncConnection.connect(**connect) as conn, conn.transaction():
-        await conn.execute(HOLD_PRESENCE, keys)
+    conn = await _hold_async(await psycopg.AsyncConnection.connect(**connect), keys)
+
+    async def watch() -> None:
+        nonlocal conn
+        wait, longest = RECONNECT_WAIT_SECONDS
+        while True:
+            await asyncio.sleep(PRESENCE_CHECK_SECONDS if not conn.closed else wait)
+            try:
+                if conn.closed:
+                    conn = await _hold_async(await psycopg.AsyncConnection.connect(**connect), keys)
+                    wait = RECONNECT_WAIT_SECONDS[0]
+                else:
+                    await conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                if not connection_lost(exc):
+                    log.warning("presence of %s run %s: %s", application, run_id, exc)
+                with suppress(psycopg.Error):
+                    await conn.close()
+                wait = min(longest, wait * 2)
+
+    watcher = asyncio.create_task(watch())
+    try:
         yield
+    finally:
+        watcher.cancel()
+        with suppress(asyncio.CancelledError):
+            await watcher
+        with suppress(psycopg.Error):
+            await conn.close()
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,29 @@ WHERE t.platform = r.platform AND t.channel_id = r.channel_id AND t.participant_
   AND t.participant_name IS DISTINCT FROM r.participant_name
 """
 
+# A webhook about a message we sent names its job (the echo's metadata, the status's biz_opaque_callback_data:
+# meta.messaging.with_job_reference). If the sender stopped before storing Meta's id (killed, or it lost the
+# database after Meta answered), the id goes on our row now, so the echo below updates it instead of becoming a
+# second row and the statuses apply to it; the job itself is settled by the next send run (reconcile). Rows
+# only, no thread locks (module docstring): it runs before the message INSERT. The rows are locked in
+# message_id order, as the sender locks them when it stores Meta's ids (outbound.queue.SET_MESSAGE_IDS).
+ATTACH_OUR_SENDS = """
+WITH r AS (
+    SELECT DISTINCT ON (job) job::uuid AS job_id, platform, mid
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (job text, platform text, mid text)
+    WHERE job ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+    ORDER BY job, mid
+), ours AS (
+    SELECT m.message_id, r.mid
+    FROM r JOIN outbound_message_job j ON j.job_id = r.job_id
+    JOIN conversation_message m ON m.message_id = j.message_id AND m.platform = r.platform
+    WHERE m.platform_message_id IS NULL
+    ORDER BY m.message_id FOR UPDATE OF m
+)
+UPDATE conversation_message m SET platform_message_id = ours.mid, updated_at = now()
+FROM ours WHERE m.message_id = ours.message_id AND m.platform_message_id IS NULL
+"""
+
 # Inbound replays change nothing. An echo of a message we sent (the sender's row already carries the mid)
 # updates that row (at least `sent`) instead of creating a duplicate; other echoes become outbound rows,
 # already delivered or read if their thread's watermark is here (watermark_receipts).
@@ -244,6 +267,7 @@ class Rows:
     messages: list[dict[str, Any]] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)
     watermarks: list[dict[str, Any]] = field(default_factory=list)
+    ours: list[dict[str, Any]] = field(default_factory=list)  # Meta's ids of messages that name our job
     threads_created: int = 0
     stories: list[StoryInsights] = field(default_factory=list)  # Instagram story_insights (organic tables)
     #: WhatsApp users seen with a business-scoped user id: {channel_id, phone, user_id, previous_user_id, ts}.
@@ -265,6 +289,8 @@ class Rows:
                 "is_echo": record.is_echo, "reply_to_id": record.reply_to_id, "ts": record.timestamp_ms}
             self.threads.append(thread)
             self.messages.append(message)
+            if record.metadata:
+                self.ours.append({"job": record.metadata, "platform": record.platform, "mid": record.mid})
             if record.participant_user_id is not None:
                 self.user_ids.append({"channel_id": record.channel_id, "phone": record.participant_phone,
                                       "user_id": record.participant_user_id, "previous_user_id": None,
@@ -298,6 +324,9 @@ class Rows:
                                   "ts": record.timestamp_ms, "error_code": error.code if error else None,
                                   "error_title": (error.title or error.message) if error else None,
                                   "payload": payload})
+            if record.biz_opaque_callback_data:
+                self.ours.append({"job": record.biz_opaque_callback_data, "platform": record.platform,
+                                  "mid": record.mid})
         elif isinstance(record, Delivery):
             for mid in record.mids:
                 self._receipt(record.platform, mid, "delivered", record.timestamp_ms)
@@ -349,6 +378,8 @@ def apply_records(conn: psycopg.Connection, records: Iterable[Record]) -> Rows:
         rows.threads_created = conn.execute(INSERT_THREADS, {"rows": jsonb(rows.threads)}).rowcount
     if rows.watermarks:
         conn.execute(APPLY_WATERMARKS, {"rows": jsonb(rows.watermarks)})
+    if rows.ours:
+        conn.execute(ATTACH_OUR_SENDS, {"rows": jsonb(rows.ours)})
     if rows.messages:
         conn.execute(INSERT_MESSAGES, {"rows": jsonb(rows.messages)})
     if named_threads:

@@ -128,10 +128,10 @@ def drain_webhook_events(context: dg.OpExecutionContext, config: WebhookDrainCon
 
 def report_written(context: dg.OpExecutionContext, postgres: PostgresResource, stats: DrainStats) -> None:
     if tables := written(stats):
-        with postgres.connect() as conn:
-            for table, metadata in tables.items():
-                context.log_event(dg.AssetMaterialization(
-                    asset_key=table, metadata={**metadata, **table_metadata(conn, table)}))
+        described = postgres.describe(tables, context.log)
+        for table, metadata in tables.items():
+            context.log_event(dg.AssetMaterialization(asset_key=table,
+                                                      metadata={**metadata, **described.get(table, {})}))
 
 
 # In-process executor: one op, so the default multiprocess executor's only effect was a second Python

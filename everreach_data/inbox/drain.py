@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from everreach_data.db.connection import POOLER_SAFE
+from everreach_data.db.connection import POOLER_SAFE, RECONNECT_WAIT_SECONDS, connection_lost
 from everreach_data.db.fast_json import decode_with
 from everreach_data.db.run_liveness import presence
 from everreach_data.inbox import batches
@@ -220,7 +220,7 @@ def _tracker(conn: psycopg.Connection) -> psycopg.Connection:
 def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None,
           time_budget_seconds: float | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
           max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_seconds: float = 1.0,
-          linger_seconds: float = 0.0, poll_seconds: float = 0.5) -> DrainStats:
+          linger_seconds: float = 0.0, poll_seconds: float = 0.5, stats: DrainStats | None = None) -> DrainStats:
     """Process batches until the queue is empty, ``max_batches`` or the time budget is reached.
 
     With ``linger_seconds`` an empty queue is polled (every ``poll_seconds``) for that long before
@@ -228,11 +228,12 @@ def drain(conn: psycopg.Connection, *, batch_size: int = DEFAULT_BATCH_SIZE, max
     run start-up per sensor tick. A batch open longer than ``lease_seconds`` without activity is ended by
     the server (see :func:`inbox.configure_transaction`). Batches of runs that died are recovered first, and
     whenever the queue is empty (:func:`_recover_dead_batches`); a second connection records the batches.
+    What was done is added to ``stats`` as it happens (so it survives a lost connection) and returned.
 
     ``conn`` must be in autocommit mode: each batch is its own transaction.
     """
     decode_with(conn)
-    stats = DrainStats()
+    stats = DrainStats() if stats is None else stats
     with _tracker(conn) as tracker:
         opts = _Options(max_attempts, backoff_seconds, lease_seconds, tracker)
         _recover_dead_batches(conn, stats, opts)
@@ -276,16 +277,41 @@ def _heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def drain_url(url: str, *, workers: int = 1, run_id: str | None = None, **kwargs: Any) -> DrainStats:
+def drain_url(url: str, *, workers: int = 1, run_id: str | None = None,
+              time_budget_seconds: float | None = None, **kwargs: Any) -> DrainStats:
     """:func:`drain` on ``workers`` connections at once (threads; claims never overlap), stats summed.
 
     Postgres does most of the work, so two workers use two cores even under the GIL. The run's presence is
     held meanwhile, so the sensor can tell a live run from a dead one (:mod:`everreach_data.db.run_liveness`).
+    A worker that loses the database (a restart, a failover) reconnects and carries on within the time
+    budget: the batch in flight rolled back with its connection, so nothing is lost, and the run is back
+    within a second of the server instead of failing and leaving the queue to wait for the sensor's next run.
     """
 
     def one() -> DrainStats:
-        with psycopg.connect(url, autocommit=True, application_name=DRAIN_APPLICATION, **POOLER_SAFE) as conn:
-            return drain(conn, **kwargs)
+        stats = DrainStats()
+        started = time.perf_counter()
+        first, longest = RECONNECT_WAIT_SECONDS
+        wait = first
+        while True:
+            left = None if time_budget_seconds is None else time_budget_seconds - (time.perf_counter() - started)
+            try:
+                with psycopg.connect(url, autocommit=True, application_name=DRAIN_APPLICATION,
+                                     **POOLER_SAFE) as conn:
+                    wait = first
+                    drain(conn, time_budget_seconds=left, stats=stats, **kwargs)
+                break
+            except psycopg.Error as exc:
+                if not connection_lost(exc):
+                    raise
+                if left is not None and left <= wait:
+                    break  # the budget is spent anyway: end as if it had run out
+                log.warning("webhook drain lost the database (%s); reconnecting in %.2f s",
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, wait)
+                time.sleep(wait)
+                wait = min(longest, wait * 2)
+        stats.seconds = time.perf_counter() - started
+        return stats
 
     if workers <= 1:
         with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen():

@@ -29,8 +29,6 @@ MAX_GROUP = 256
 #: more acknowledged requests/s at concurrency 64 than one (bench/webhook_intake.py); three or four did no
 #: better.
 MAX_FLUSHERS = 2
-#: How long a request waits for a database connection before answering 503.
-CONNECTION_TIMEOUT_SECONDS = 5.0
 
 # Binary parameters (%b): the text format would escape every quote of every JSON body in Python. The
 # objects we handle are a constant of the code, rendered into the statement once (psycopg's Literal): as a
@@ -115,7 +113,7 @@ class GroupCommitWriter:
         try:
             while self._queue:
                 try:
-                    async with self._pool.connection(timeout=CONNECTION_TIMEOUT_SECONDS) as conn:
+                    async with self._pool.connection() as conn:  # waits the pool's timeout at most
                         # One statement in autocommit is its own transaction: INSERT+COMMIT in one round trip.
                         await conn.set_autocommit(True)
                         cur = conn.cursor()

@@ -461,6 +461,16 @@ def chunks(since: date, until: date, days: int) -> list[tuple[date, date]]:
     return out
 
 
+def read_failed(error: GraphAPIError, request: ReportRequest) -> GraphAPIError | InsightsError:
+    """What a failed call of a read raises: an outage (transient or throttled: the client's retries ran out)
+    as it is, so the run can try again later; anything else as :func:`permanent_error`."""
+    if error.retryable:
+        return error
+    failure = permanent_error(error, request)
+    failure.__cause__ = error
+    return failure
+
+
 def permanent_error(error: GraphAPIError, request: ReportRequest) -> InsightsError:
     """The clear message for an error retrying will not fix."""
     where = request.describe()
@@ -710,6 +720,8 @@ class InsightsReader:
             try:
                 results = iter(self.client.batch(calls))
             except GraphAPIError as exc:  # the batch itself refused (a bad token) or never answered
+                if exc.retryable:
+                    raise  # an outage: the run may try again later
                 first = (starts or [j.request for j in due] or [r.job.request for r in reading])[0]
                 raise permanent_error(exc, first) from exc
             for request, result in zip(starts, results, strict=False):
@@ -718,10 +730,10 @@ class InsightsReader:
                 elif result.error.kind is ErrorKind.TOO_MUCH_DATA:
                     queue.extendleft(reversed(self.split(request, result.error)))
                 else:
-                    raise permanent_error(result.error, request) from result.error
+                    raise read_failed(result.error, request)
             for job, result in zip(due, results, strict=False):
                 if result.error is not None:
-                    raise permanent_error(result.error, job.request) from result.error
+                    raise read_failed(result.error, job.request)
                 self.stats.polls += 1
                 self._polled(job, result.body or {}, in_flight, reading, queue)
             for current, result in zip(list(reading), results, strict=False):
@@ -729,7 +741,7 @@ class InsightsReader:
                     if result.error.kind is ErrorKind.TOO_MUCH_DATA and current.limit > 1:
                         current.limit = max(1, current.limit // 2)  # a page too large: ask again, smaller
                         continue
-                    raise permanent_error(result.error, current.job.request) from result.error
+                    raise read_failed(result.error, current.job.request)
                 body = result.body or {}
                 self.stats.pages += 1
                 paging = body.get("paging") or {}

@@ -79,6 +79,7 @@ class Message:
     interactive_reply_id: str | None = None   # WhatsApp button/list reply id, template button payload
     participant_name: str | None = None       # WhatsApp contacts[].profile.name
     app_id: str | None = None                 # echoes: the app that sent it
+    metadata: str | None = None               # echoes: what the sending app attached (ours: its job id)
     raw: dict[str, Any] = field(default_factory=dict)   # the item as Meta sent it, stored losslessly
     participant_user_id: str | None = None    # WhatsApp business-scoped user id, when Meta sends one
     participant_phone: str | None = None      # WhatsApp wa_id, when Meta sends one
@@ -387,7 +388,8 @@ def _message(platform: Platform, channel_id: str, sender: str, recipient: str, t
         platform=platform, channel_id=channel_id, participant_id=participant, mid=mid, timestamp_ms=ts,
         message_type=kind, direction="outbound" if echo else "inbound", is_echo=echo, text=text,
         quick_reply_payload=qr_payload, reply_to_id=reply_to_id, story_reply=story, attachments=attachments,
-        referral=_opt_obj(msg.get("referral"), f"{path}.referral"), app_id=app_id, raw=msg)
+        referral=_opt_obj(msg.get("referral"), f"{path}.referral"), app_id=app_id,
+        metadata=_opt_str(msg.get("metadata"), f"{path}.metadata") if echo else None, raw=msg)
 
 
 def _page_like_entry(platform: Platform, entry: dict[str, Any], path: str, out: ParsedWebhook) -> None:

@@ -16,7 +16,6 @@ import dagster as dg
 from pydantic import ValidationError
 
 from everreach_data.config import Channels
-from everreach_data.db.catalog import table_metadata
 from everreach_data.db.run_liveness import live_runs, runs_in_flight, time_budget
 from everreach_data.meta.templates import body_component
 from everreach_data.outbound import queue
@@ -94,11 +93,11 @@ def drain_outbound_messages(context: dg.OpExecutionContext, config: SendOutbound
     if report.paused_channels:
         context.log.warning(f"channels paused (need re-authorization): {report.paused_channels}")
     if report.claimed or report.reconciled or report.expired or report.flagged:
-        with postgres.connect() as conn:
-            context.log_event(dg.AssetMaterialization(asset_key="outbound_message_job", metadata={
-                "sent": report.sent, "failed": report.failed, "retried": report.retried, "unknown": report.unknown,
-                "reconciled": report.reconciled, "throttled": dg.MetadataValue.json(report.throttled),
-                **table_metadata(conn, "outbound_message_job")}))
+        described = postgres.describe(["outbound_message_job"], context.log)
+        context.log_event(dg.AssetMaterialization(asset_key="outbound_message_job", metadata={
+            "sent": report.sent, "failed": report.failed, "retried": report.retried, "unknown": report.unknown,
+            "reconciled": report.reconciled, "throttled": dg.MetadataValue.json(report.throttled),
+            **described.get("outbound_message_job", {})}))
     return dg.Output(None, metadata=report.as_metadata())
 
 

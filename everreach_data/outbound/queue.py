@@ -265,13 +265,20 @@ RETURNING j.job_id, j.message_id, r.mid
 """
 
 # Setting Meta's id on the message lets webhook processing match the echo/status to it; the webhook
-# schema's triggers fold in an echo row that got there first and apply receipts that arrived early.
+# schema's triggers fold in an echo row that got there first and apply receipts that arrived early. The rows
+# are locked in message_id order, as the webhook drain locks them when an echo names our job
+# (inbox.apply.ATTACH_OUR_SENDS): two statements taking the same rows in opposite orders deadlock.
 SET_MESSAGE_IDS = """
+WITH r AS (SELECT * FROM unnest(%(message_ids)s::uuid[], %(mids)s::text[]) AS r(message_id, mid)),
+locked AS (
+    SELECT m.message_id FROM conversation_message m JOIN r USING (message_id)
+    ORDER BY m.message_id FOR UPDATE OF m
+)
 UPDATE conversation_message m
 SET platform_message_id = r.mid,
     status = CASE WHEN message_status_rank(m.status) < message_status_rank('sent') THEN 'sent' ELSE m.status END,
     sent_at = now(), updated_at = now()
-FROM unnest(%(message_ids)s::uuid[], %(mids)s::text[]) AS r(message_id, mid)
+FROM r JOIN locked USING (message_id)
 WHERE m.message_id = r.message_id
 """
 
@@ -409,6 +416,19 @@ async def mark_sending(conn: psycopg.AsyncConnection, token: uuid.UUID, ids: lis
         rows = await cur.fetchall()
         await conn.execute(SYNC_MESSAGES, {"ids": [r["job_id"] for r in rows]})
     return {r["job_id"] for r in rows if r["ok"]}
+
+
+SENDING_UNDER = """
+SELECT job_id FROM outbound_message_job
+WHERE job_id = ANY (%(ids)s::uuid[]) AND status = 'sending' AND claimed_by = %(token)s
+"""
+
+
+async def sending_under(conn: psycopg.AsyncConnection, token: uuid.UUID, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``ids`` that are ``sending`` under ``token``'s claim (a :func:`mark_sending` whose commit the
+    caller could not see: the database went away before it answered)."""
+    cur = await _run(conn, SENDING_UNDER, {"token": token, "ids": ids})
+    return {r["job_id"] for r in await cur.fetchall()}
 
 
 async def record_sent(conn: psycopg.AsyncConnection, token: uuid.UUID | None,

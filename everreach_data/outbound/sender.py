@@ -9,22 +9,29 @@ paused (claims skip it) instead of burning through it. No answer at all (read ti
 → ``unknown``: reconciled from webhooks, never re-sent blindly (:mod:`.queue`).
 
 A WhatsApp recipient over its pair rate waits (its job is released, no attempt used) while others go on.
+A run that loses the database (a restart, a failover) reconnects and carries on: the sends in flight keep
+their answers, which are written once it is back, and its claims stay its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import random
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import httpx
+import psycopg
 
 from everreach_data.config import Channels
+from everreach_data.db.connection import RECONNECT_WAIT_SECONDS, connection_lost
 from everreach_data.db.run_liveness import presence_async
 from everreach_data.meta import messaging as wire
 from everreach_data.meta.client import AsyncGraphClient
@@ -34,6 +41,11 @@ from everreach_data.outbound.pacing import Pacer, PairBucket
 
 #: ``application_name`` of a send run's Postgres sessions, and the name its runs' presence is held under.
 SEND_APPLICATION = "everreach-outbound-send"
+#: How long a run waits for a lost database to answer again before it fails.
+RECONNECT_PATIENCE_SECONDS = 60.0
+#: A statement that Postgres ends as a deadlock's victim, or whose connection is lost, is repeated this many
+#: times before its last try.
+STATEMENT_RETRIES = 3
 
 
 @dataclass
@@ -89,9 +101,15 @@ class DrainReport:
         return data
 
 
+#: Each retry waits this many times longer than the one before: with the defaults (2 s, 5 attempts) the waits
+#: are 1–2, 4–8, 16–32 and 64–128 s, so a message outlasts 85 s to 3 minutes of Meta's 5xx or throttling (an
+#: outage usually lasts minutes) before it fails, and a single hiccup still costs only a second or two.
+BACKOFF_GROWTH = 4
+
+
 def backoff(cfg: SendConfig, attempts: int, rng: random.Random) -> float:
     """Exponential backoff with jitter (half fixed, half random), capped."""
-    ceiling = min(cfg.backoff_max_seconds, cfg.backoff_base_seconds * 2 ** max(0, attempts - 1))
+    ceiling = min(cfg.backoff_max_seconds, cfg.backoff_base_seconds * BACKOFF_GROWTH ** max(0, attempts - 1))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
@@ -103,11 +121,11 @@ class _Result:
 
 
 class _Drain:
-    def __init__(self, conn, writer, clients: dict[str, AsyncGraphClient], cfg: SendConfig,
-                 skip: list[str]) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[psycopg.AsyncConnection]], conn, writer,
+                 clients: dict[str, AsyncGraphClient], cfg: SendConfig, skip: list[str]) -> None:
         # Two connections: the scheduler claims and marks on ``conn`` while the recorder writes outcomes on
-        # ``writer``, so a slow write never delays the next send slot.
-        self.conn, self.writer, self.clients, self.cfg = conn, writer, clients, cfg
+        # ``writer``, so a slow write never delays the next send slot. ``connect`` makes a new one.
+        self.connect, self.conn, self.writer, self.clients, self.cfg = connect, conn, writer, clients, cfg
         self.token = uuid.uuid4()
         self.report = DrainReport()
         self.rng = random.Random(cfg.seed)
@@ -119,6 +137,51 @@ class _Drain:
         self.in_flight: set[asyncio.Task[_Result]] = set()
         self.skip = set(skip)
         self.to_release: list[tuple[uuid.UUID, float]] = []
+
+    # ── the database ──
+    async def _reconnected(self, old: psycopg.AsyncConnection) -> psycopg.AsyncConnection:
+        """A new connection once the database answers again (the last error after the patience runs out)."""
+        with contextlib.suppress(psycopg.Error):
+            await old.close()
+        wait, longest = RECONNECT_WAIT_SECONDS
+        give_up = time.monotonic() + RECONNECT_PATIENCE_SECONDS
+        while True:
+            try:
+                return await self.connect()
+            except psycopg.OperationalError:
+                if time.monotonic() + wait > give_up:
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(longest, wait * 2)
+
+    async def db(self, which: str, statement: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
+        """``statement`` on the ``conn`` or ``writer`` connection; again on a new one if the database went away
+        meanwhile, or at once if Postgres chose it as a deadlock's victim. Every statement given here may run
+        twice: a claim that committed unseen only waits out its lease, a recorded outcome is recorded once
+        (each write checks the job's status and claim)."""
+        for _ in range(STATEMENT_RETRIES):
+            try:
+                return await statement(getattr(self, which))
+            except psycopg.errors.DeadlockDetected:
+                continue
+            except psycopg.Error as exc:
+                if not connection_lost(exc):
+                    raise
+            setattr(self, which, await self._reconnected(getattr(self, which)))
+        return await statement(getattr(self, which))
+
+    async def mark_sending(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        lease = self.cfg.send_lease_seconds
+        try:
+            return await queue.mark_sending(self.conn, self.token, ids, lease_seconds=lease)
+        except psycopg.Error as exc:
+            if not connection_lost(exc):
+                raise
+        self.conn = await self._reconnected(self.conn)
+        # The flip may have committed before the connection went: jobs ``sending`` under our claim are ours to
+        # send (nobody sent them), the others are flipped now.
+        return (await queue.mark_sending(self.conn, self.token, ids, lease_seconds=lease)
+                | await queue.sending_under(self.conn, self.token, ids))
 
     # ── scheduling ──
     def buffered(self) -> int:
@@ -222,8 +285,8 @@ class _Drain:
                 self.pacers[result.job.channel].succeeded()
             else:
                 outcomes.append(self.outcome(result, pauses))
-        self.report.sent += await queue.record_sent(self.writer, self.token, sent)
-        counts = await queue.record_outcomes(self.writer, self.token, outcomes)
+        self.report.sent += await self.db("writer", lambda c: queue.record_sent(c, self.token, sent))
+        counts = await self.db("writer", lambda c: queue.record_outcomes(c, self.token, outcomes))
         self.report.retried += counts.get("queued", 0)
         self.report.failed += counts.get("failed", 0)
         self.report.unknown += counts.get("unknown", 0)
@@ -231,12 +294,12 @@ class _Drain:
             if channel in self.skip:
                 continue          # already paused by an earlier answer in this run
             platform, _, account = channel.partition(":")
-            await queue.pause_channel(self.writer, platform, account, reason)
+            await self.db("writer", lambda c, p=platform, a=account, r=reason: queue.pause_channel(c, p, a, r))
             self.report.paused_channels.append(channel)
             self.pause(channel)
         if self.to_release:
             items, self.to_release = self.to_release, []
-            await queue.release(self.writer, self.token, items)
+            await self.db("writer", lambda c: queue.release(c, self.token, items))
             self.report.released += len(items)
 
     async def record(self, stop: asyncio.Event) -> None:
@@ -254,7 +317,8 @@ class _Drain:
         deadline = started + cfg.max_seconds
         idle_since: float | None = None
         next_claim = 0.0
-        for key, value in (await queue.reconcile(self.conn, grace_seconds=cfg.unknown_grace_seconds)).items():
+        reconciled = await self.db("conn", lambda c: queue.reconcile(c, grace_seconds=cfg.unknown_grace_seconds))
+        for key, value in reconciled.items():
             setattr(self.report, key, getattr(self.report, key) + value)
         stop = asyncio.Event()
         recorder = asyncio.create_task(self.record(stop))
@@ -264,17 +328,16 @@ class _Drain:
                 if recorder.done():      # the recorder failed: stop scheduling, surface its error
                     recorder.result()
                 if now < deadline and now >= next_claim and self.buffered() < cfg.claim_batch // 2:
-                    claimed = await queue.claim(self.conn, self.token, limit=cfg.claim_batch - self.buffered(),
-                                                lease_seconds=cfg.claim_lease_seconds,
-                                                skip_channels=sorted(self.skip | set(self.full_channels())))
+                    skip, room = sorted(self.skip | set(self.full_channels())), cfg.claim_batch - self.buffered()
+                    claimed = await self.db("conn", lambda c, skip=skip, room=room: queue.claim(
+                        c, self.token, limit=room, lease_seconds=cfg.claim_lease_seconds, skip_channels=skip))
                     for job in claimed:
                         self.pending[job.channel].append(job)
                     self.report.claimed += len(claimed)
                     next_claim = now + (0.0 if claimed else 0.2)
                 picked = self.pick(now)
                 if picked:
-                    ok = await queue.mark_sending(self.conn, self.token, [j.job_id for j, _ in picked],
-                                                  lease_seconds=cfg.send_lease_seconds)
+                    ok = await self.mark_sending([j.job_id for j, _ in picked])
                     self.report.window_closed += sum(1 for j, _ in picked if j.job_id not in ok)
                     for job, slot in picked:
                         if job.job_id in ok:
@@ -300,7 +363,7 @@ class _Drain:
             leftover = [(j.job_id, 0.0) for q in self.pending.values() for j in q]
             leftover += [(item[2].job_id, 0.0) for item in self.deferred] + self.to_release
             if leftover:
-                await queue.release(self.conn, self.token, leftover)
+                await self.db("conn", lambda c: queue.release(c, self.token, leftover))
         self.report.seconds = round(time.monotonic() - started, 3)
         return self.report
 
@@ -320,13 +383,17 @@ async def drain(database_url: str, channels: Channels, cfg: SendConfig | None = 
                                                  transport=transport)
         else:   # no token: leave that channel's jobs queued rather than fail them
             skip.append(f"{platform}:{channel.channel_id}")
-    conn = await queue.connect_async(database_url, application_name=SEND_APPLICATION)
-    writer = await queue.connect_async(database_url, application_name=SEND_APPLICATION)
+
+    def connect() -> Awaitable[psycopg.AsyncConnection]:
+        return queue.connect_async(database_url, application_name=SEND_APPLICATION)
+
+    run = _Drain(connect, await connect(), await connect(), clients, cfg, skip)
     try:
         async with presence_async(database_url, SEND_APPLICATION, run_id):
-            return await _Drain(conn, writer, clients, cfg, skip).run()
+            return await run.run()
     finally:
         for client in clients.values():
             await client.aclose()
-        await conn.close()
-        await writer.close()
+        for conn in (run.conn, run.writer):
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()

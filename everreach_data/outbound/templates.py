@@ -38,12 +38,14 @@ async def check_template(conn: psycopg.AsyncConnection, waba_id: str | None, tem
         return
     cur = conn.cursor(row_factory=dict_row)
     rows = await (await cur.execute(CATALOG, {"waba_id": waba_id})).fetchall()
-    if not rows:
+    if not any(r["status"] for r in rows):
+        # Never synced: a quality or category webhook names a template without its status, so a catalog built
+        # from those alone cannot tell an approved template from one that is not. Meta decides.
         return
     approved = [f"{r['name']} ({r['language']})" for r in rows if r["status"] == APPROVED]
     name, language = template["name"], template["language"]["code"]
     found = next((r for r in rows if r["name"] == name and r["language"] == language), None)
-    if found is None or found["status"] != APPROVED:
+    if found is None or found["status"] not in (APPROVED, None):  # None: heard of since the last sync
         state = "is not in the template catalog" if found is None else f"is {found['status'] or 'not approved'}"
         raise TemplateRefused(f"template {name} ({language}) {state}: only approved templates can be sent; "
                               f"approved: {', '.join(approved) or 'none'}", "template.name", approved)

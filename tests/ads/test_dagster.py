@@ -16,6 +16,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from everreach_data.ads import defs as ads
 from everreach_data.config import PROJECT_ROOT
 from everreach_data.resources import PostgresResource
+from everreach_sandbox.core import Fault
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 from .helpers import PRIMARY, SECOND, TOKEN, expected, sandbox
@@ -56,6 +57,34 @@ def test_a_partition_range_is_one_run_with_summary_metadata_and_checks(db_url):
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 4 and all(c.passed for c in checks)  # two inline, two that read only the table
     assert meta["dagster/row_count"] == meta["rows_written"] and meta["dagster/table_name"] == "public.ad_performance"
+
+
+def test_an_outage_longer_than_the_clients_retries_runs_the_step_again(db_url):
+    """Meta answering 5xx after the client's own retries ran out fails the step's first attempt (it failed the
+    run, and a backfill's range stayed empty); Dagster runs the step again and the range is written whole. A
+    permanent error is not retried."""
+    def materialize(meta_ads: ads.MetaAdsResource) -> dg.ExecuteInProcessResult:
+        return dg.materialize([ads.ad_performance], raise_on_error=False,
+                              resources={"postgres": PostgresResource(url=db_url), "meta_ads": meta_ads},
+                              tags={ASSET_PARTITION_RANGE_START_TAG: "2026-10-01",
+                                    ASSET_PARTITION_RANGE_END_TAG: "2026-10-03"})
+
+    with sandbox() as (state, base):
+        fast = {"access_token": TOKEN, "graph_url": base, "api_version": "v24.0", "ad_account_ids": [PRIMARY],
+                "poll_initial_seconds": 0.03, "max_attempts": 2, "outage_retry_seconds": 0.1}
+        # Each level's report run is started twice (the client's two attempts), then the outage is over.
+        state.faults.queue.append(Fault(kind="status", path_contains="/insights", times=6))
+        result = materialize(ads.MetaAdsResource(**fast))
+        retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert result.success and len(retried) == 1
+        with psycopg.connect(db_url) as conn:
+            rows = dict(conn.execute("SELECT level, count(*) FROM ad_performance GROUP BY level").fetchall())
+        assert rows == {lv: expected(state, PRIMARY, lv, date(2026, 10, 1), date(2026, 10, 3)).rows
+                        for lv in ("campaign", "adset", "ad")}
+
+        refused = materialize(ads.MetaAdsResource(**{**fast, "access_token": "revoked-or-expired"}))
+        assert not refused.success
+        assert not [e for e in refused.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
 def test_lookback_schedules_request_one_ranged_run():

@@ -22,7 +22,7 @@ from everreach_data.db.run_liveness import LiveRuns, live_runs
 from everreach_data.inbox import queue as inbox
 from everreach_data.inbox.apply import apply_records
 from everreach_data.inbox.batches import DIED, as_ranges
-from everreach_data.inbox.drain import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, drain
+from everreach_data.inbox.drain import DEFAULT_MAX_ATTEMPTS, DRAIN_APPLICATION, drain, drain_url
 from everreach_data.meta.webhooks import Message, parse_webhook
 from everreach_sandbox.traffic import TrafficGenerator
 
@@ -190,6 +190,40 @@ def test_echo_of_our_send_updates_our_row_even_when_it_arrives_first(db_url, db)
     assert message(db, "m_inbox_app")["direction"] == "outbound"
 
 
+def test_a_webhook_naming_our_job_lands_on_our_row_when_the_sender_never_stored_metas_id(db_url, db):
+    """The sender died (or lost its database) between Meta's answer and storing Meta's id. The echo's metadata and
+    the statuses' biz_opaque_callback_data name our job, so Meta's id goes on our row: the echo does not become a
+    second row beside it (it did until the next send run reconciled the job, 90 s or more later), and the
+    receipts apply to it."""
+    def job(message_id: str, channel: str) -> str:
+        return str(db.execute(
+            "INSERT INTO outbound_message_job (message_id, thread_id, platform, channel_id, recipient_id, request, "
+            "status) SELECT message_id, thread_id, platform, %s, 'them', '{}', 'sending' FROM conversation_message "
+            "WHERE message_id = %s RETURNING job_id", (channel, message_id)).fetchone()["job_id"])
+
+    ours = outbound(db, "messenger", p.PAGE, p.PSID, mid=None, status="queued")
+    echo = {"sender": {"id": p.PAGE}, "recipient": {"id": p.PSID}, "timestamp": 1718000000000}
+    process(db_url, p.messenger_items(
+        {**echo, "message": {"mid": "m_answer_lost", "is_echo": True, "text": "hi", "metadata": job(ours, p.PAGE)}},
+        {"sender": {"id": p.PSID}, "recipient": {"id": p.PAGE}, "delivery": {"mids": ["m_answer_lost"],
+                                                                              "watermark": 1718000000500}}))
+    assert db.execute("SELECT message_id, status FROM conversation_message").fetchall() == [
+        {"message_id": ours, "status": "delivered"}]
+    assert message(db, "m_answer_lost")["message_id"] == ours
+
+    whatsapp = outbound(db, "whatsapp", p.PHONE, p.WA_ID, mid=None, status="queued")
+    reference = job(whatsapp, p.PHONE)
+    process(db_url, p.wa_status("wamid.answer_lost", "sent", 1718000001, biz_opaque_callback_data=reference),
+            p.wa_status("wamid.answer_lost", "delivered", 1718000002, biz_opaque_callback_data=reference))
+    assert (message(db, "wamid.answer_lost")["message_id"], message(db, "wamid.answer_lost")["status"]) == (
+        whatsapp, "delivered")
+
+    # Another app's echo, whatever its metadata, is a message of its own; our rows are untouched.
+    process(db_url, p.messenger_items({**echo, "message": {"mid": "m_other_app", "is_echo": True, "text": "x",
+                                                            "metadata": "campaign-7"}}))
+    assert message(db, "m_other_app")["message_id"] not in (ours, whatsapp)
+
+
 def test_replay_and_semantic_duplicates_change_nothing(db_url, db, monkeypatch):
     outbound(db, "whatsapp", p.PHONE, p.WA_ID, mid="wamid.abc")
     process(db_url, *p.ALL_EXAMPLES)
@@ -244,6 +278,39 @@ def _traffic(n: int, seed: int) -> list[bytes]:
 def _expected_messages(bodies: list[bytes]) -> int:
     return len({(r.platform, r.mid) for b in bodies for r in parse_webhook(json.loads(b)).records
                 if isinstance(r, Message)})
+
+
+def test_a_drain_that_loses_the_database_reconnects_and_carries_on(db_url, pg_server):
+    """Postgres restarts under a warm drain: it waits for the server and goes on draining (it used to fail its
+    run, and the queue waited for the sensor's next run to start)."""
+    bodies = _traffic(40, seed=23)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["stats"] = drain_url(db_url, workers=2, linger_seconds=5, time_budget_seconds=60,
+                                         backoff_seconds=0)
+        except Exception as exc:  # noqa: BLE001 - the assertion below says what it was
+            outcome["error"] = exc
+
+    def done(conn: psycopg.Connection, n: int) -> None:
+        deadline = time.monotonic() + 30
+        while conn.execute("SELECT count(*) FROM meta_webhook_event WHERE status = 'done'").fetchone()[0] < n:
+            assert time.monotonic() < deadline and "error" not in outcome, outcome
+            time.sleep(0.05)
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        enqueue(conn, *bodies[:20])
+        thread = threading.Thread(target=run)
+        thread.start()
+        done(conn, 20)  # the drain is lingering on an empty queue now
+    pg_server.restart()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        enqueue(conn, *bodies[20:])
+        done(conn, 40)
+        thread.join(timeout=30)
+        assert "error" not in outcome and outcome["stats"].done == 40
+        assert conn.execute("SELECT count(*) FROM conversation_message").fetchone()[0] == _expected_messages(bodies)
 
 
 def test_two_concurrent_drains_process_each_event_exactly_once(db_url, db):

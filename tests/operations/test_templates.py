@@ -134,6 +134,22 @@ def test_an_unsynced_catalog_checks_nothing_and_meta_refuses_instead(out_setting
     assert db.execute("SELECT error_code FROM outbound_message_job").fetchone()["error_code"] == 132001
 
 
+
+def test_a_catalog_known_only_from_quality_and_category_webhooks_refuses_nothing(out_settings, receiver, db,
+                                                                                  db_url, sandbox):
+    """Before the first sync, the drain adds templates from quality and category webhooks with no status: not
+    knowing whether they are approved, the send check leaves it to Meta (it once refused every template)."""
+    change = httpx.post(f"{out_settings.META_GRAPH_URL}/_sandbox/messaging/templates",
+                        json={"name": "order_shipped", "language": "en_US", "quality": "YELLOW"}).json()
+    assert [w["entry"][0]["changes"][0]["field"] for w in change["webhooks"]] == ["message_template_quality_update"]
+    wait_for(lambda: db.execute("SELECT count(*) AS n FROM meta_webhook_event").fetchone()["n"] == 1,
+             what="the quality webhook")
+    drain_url(db_url)
+    assert [(r["name"], r["status"]) for r in _catalog(db).values()] == [("order_shipped", None)]
+    for name in ("order_shipped", "hello_world"):
+        answer = send_whatsapp(receiver, {"to": new_user("whatsapp"), **_template(name, "en_US", "#42", "Friday")})
+        assert answer.status_code == 202, answer.text
+
 def test_the_operators_send_message_job_takes_the_same_check(out_settings, db, sandbox):
     _, resources = _sync(out_settings)
     user = new_user("whatsapp")

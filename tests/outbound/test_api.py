@@ -7,6 +7,7 @@ import time
 
 import httpx
 import jwt
+import psycopg
 
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
@@ -96,3 +97,28 @@ def test_job_state_is_private_to_its_requester(receiver, sandbox, db):
     other = httpx.get(f"{receiver}/api/v1/integrations/messages/{job_id}", headers=bearer("someone-else"))
     assert other.status_code == 404
     assert httpx.get(f"{receiver}/api/v1/integrations/messages/nope", headers=bearer()).status_code == 404
+
+
+def test_a_send_while_postgres_restarts_is_answered_503_and_its_retry_is_queued_once(receiver, sandbox, db,
+                                                                                     db_url, pg_server):
+    """The receiver's pooled connections die with a restart: the request that finds one gets a 503 in the error
+    shape with Retry-After (it was a bare 500), and the client's retry with its Idempotency-Key queues one job."""
+    user = new_user("whatsapp")
+    user_wrote(db, sandbox, "whatsapp", user, HOUR)
+    body = {"to": user, "type": "text", "message": "after the restart"}
+    assert send_whatsapp(receiver, body).status_code == 202        # the pool holds live connections now
+    pg_server.restart()
+    headers = {**bearer(), "Idempotency-Key": "restart-1"}
+    answers = []
+    deadline = time.monotonic() + 30
+    while not answers or answers[-1].status_code != 202:
+        assert time.monotonic() < deadline, [a.status_code for a in answers]
+        answers.append(send_whatsapp(receiver, body, headers=headers))
+    refused = answers[:-1]
+    assert refused, "the restart was not felt: no request found a closed connection"
+    for answer in refused:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "5" and answer.json()["error"]["message"].startswith("the database")
+    with psycopg.connect(db_url) as conn:
+        jobs = conn.execute("SELECT count(*) FROM outbound_message_job WHERE idempotency_key = 'restart-1'").fetchone()
+    assert jobs == (1,)

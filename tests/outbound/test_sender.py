@@ -5,14 +5,19 @@ unknown outcomes reconciled instead of re-sent, and concurrent runs never sendin
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+import time
 import uuid
 
 import httpx
+import psycopg
+from psycopg.rows import dict_row
 
 from everreach_data.inbox.drain import drain_url as process_webhooks
 from everreach_data.outbound import queue
 from everreach_data.outbound.operations import retry_failed
+from everreach_data.outbound.sender import SendConfig, backoff
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 
 from .helpers import (
@@ -71,6 +76,17 @@ def test_transient_errors_and_throttles_are_retried_with_bounded_attempts(receiv
     row = job_row(db, ambiguous)
     assert (report.unknown, row["status"], row["attempts"]) == (1, "unknown", 1)
     assert "not re-sent" in row["error_message"]
+
+
+def test_a_message_outlasts_a_minute_of_meta_trouble_before_it_fails(db):
+    """Meta's 5xx or throttling for a minute used to fail every message sent in it: five attempts spanned 15 to
+    30 s. The waits between a job's attempts now add up to more than a minute, the first still within 2 s."""
+    attempts = db.execute("SELECT column_default::int AS n FROM information_schema.columns WHERE "
+                          "table_name = 'outbound_message_job' AND column_name = 'max_attempts'").fetchone()["n"]
+    cfg, rng = SendConfig(), random.Random(7)
+    for _ in range(200):
+        waits = [backoff(cfg, attempt, rng) for attempt in range(1, attempts)]
+        assert waits[0] <= cfg.backoff_base_seconds and sum(waits) > 60
 
 
 def test_page_and_pair_rate_limits_are_waited_out_not_failed(receiver, sandbox, db, db_url, out_settings):
@@ -182,7 +198,7 @@ def test_unknown_outcome_is_reconciled_not_resent(receiver, sandbox, db, db_url,
 
     asyncio.run(crashed_run())
     _events(db, 1)
-    process_webhooks(db_url)            # the echo lands first, as a row of its own
+    process_webhooks(db_url)            # the echo lands first: it names the job, so on our row
     report = run_drain(out_settings, db_url, unknown_grace_seconds=0)
     assert (report.expired, report.reconciled, report.flagged, report.sent) == (2, 1, 1, 0)
     (mid,) = [s["message_id"] for s in sandbox_sent(sandbox, recipient_id=user)]
@@ -197,6 +213,45 @@ def test_unknown_outcome_is_reconciled_not_resent(receiver, sandbox, db, db_url,
     assert asyncio.run(retry_failed(db_url, job_ids=[lost], include_unknown=True)) == 1
     assert run_drain(out_settings, db_url).sent == 1
     assert len(sandbox_sent(sandbox, recipient_id=user)) == 2
+
+
+def test_a_send_run_rides_out_a_database_restart(receiver, sandbox, db_url, out_settings, pg_server):
+    """Postgres restarts under a send run: it reconnects and goes on sending. It used to fail, leaving the
+    answers it had in hand unwritten (so messages Meta had accepted went unknown) and its claims to wait out
+    their lease. Every message goes out once."""
+    def queued(n: int) -> list[str]:
+        jobs = []
+        for _ in range(n):
+            body, deadline = {"to": new_user("whatsapp"), **TEMPLATE}, time.monotonic() + 30
+            while (answer := send_whatsapp(receiver, body)).status_code == 503:  # the receiver's pool, too
+                assert time.monotonic() < deadline
+            jobs.append(answer.json()["job_id"])
+        return jobs
+
+    def all_sent(jobs: list[str]) -> bool:
+        with psycopg.connect(db_url, row_factory=dict_row) as conn:
+            return all(job_row(conn, j)["status"] == "sent" for j in jobs)
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_drain(out_settings, db_url, linger_seconds=5)
+        except Exception as exc:  # noqa: BLE001 - the assertion below says what it was
+            outcome["error"] = exc
+
+    before = queued(3)
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: all_sent(before), what="the first messages sent")
+    pg_server.restart()     # while the run polls for more
+    after = queued(3)
+    wait_for(lambda: all_sent(after) or "error" in outcome, what="the messages queued after the restart sent")
+    thread.join(timeout=30)
+    assert "error" not in outcome, outcome
+    report = outcome["report"]
+    assert (report.sent, report.unknown, report.failed) == (6, 0, 0)
+    assert len(sandbox_sent(sandbox, platform="whatsapp")) == 6
 
 
 def test_concurrent_runs_never_send_a_job_twice(receiver, sandbox, db, db_url, out_settings):

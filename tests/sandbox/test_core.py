@@ -325,6 +325,76 @@ def test_drop_fault_closes_the_connection_without_an_answer() -> None:
         assert state.counters["fault.drop"] == 2
 
 
+class _Receiver:
+    """A webhook receiver that answers 503 to its first ``refuse`` posts, then 200; keeps what it took."""
+
+    def __init__(self, refuse: int) -> None:
+        self.refuse, self.bodies = refuse, []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        self.bodies.append(body)
+        status = 503 if len(self.bodies) <= self.refuse else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _messenger_user(url: str) -> str:
+    user = "6100000000000042"
+    httpx.post(f"{url}/_sandbox/messaging/users", json={"users": [
+        {"platform": "messenger", "id": user, "last_inbound_ago": 60}]}).raise_for_status()
+    return user
+
+
+def _send_messenger(url: str, user: str, timeout: float = 5.0) -> httpx.Response:
+    return httpx.post(f"{url}/v24.0/{PAGE}/messages", params={"access_token": D["MESSENGER_PAGE_TOKEN"]},
+                      json={"recipient": {"id": user}, "messaging_type": "RESPONSE", "message": {"text": "hi"}},
+                      timeout=timeout)
+
+
+def _wait_for(what, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_a_webhook_the_receiver_refuses_is_retried_with_the_same_bytes() -> None:
+    """Meta retries a webhook that was not answered 200 (the receiver's 503 while its database restarts): the
+    sandbox did not, so an echo or status posted during a receiver's bad second was lost."""
+    receiver = _Receiver(refuse=2)
+    state = build_state()
+    with serve(receiver) as hook, serve(build_app(state)) as url:
+        state.webhook_url = hook
+        assert _send_messenger(url, _messenger_user(url)).status_code == 200
+        _wait_for(lambda: len(receiver.bodies) == 3)
+        assert len(set(receiver.bodies)) == 1 and json.loads(receiver.bodies[0])["entry"][0]["messaging"]
+        sent = httpx.get(f"{url}/_sandbox/messaging/sent").json()
+        assert (sent["webhooks_posted"], sent["webhook_failures"], sent["webhooks_abandoned"]) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("kind", ["drop", "timeout"])
+def test_a_fault_after_the_request_carries_it_out_and_loses_the_answer(kind: str) -> None:
+    """Meta sent the message, and its answer never reached us: the send and its echo happen, the client sees a
+    dropped connection or no answer at all."""
+    receiver = _Receiver(refuse=0)
+    state = build_state()
+    with serve(receiver) as hook, serve(build_app(state)) as url:
+        state.webhook_url = hook
+        user = _messenger_user(url)
+        httpx.post(f"{url}/_sandbox/faults", json={"faults": [
+            {"kind": kind, "after": True, "path_contains": "/messages", "delay_seconds": 30}]}).raise_for_status()
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout)):
+            _send_messenger(url, user, timeout=1.0)
+        assert httpx.get(f"{url}/_sandbox/messaging/sent").json()["count"] == 1
+        _wait_for(lambda: len(receiver.bodies) == 1)  # the echo of what Meta sent
+
+
 def test_error_rate_and_latency() -> None:
     state = build_state()
     with serve(build_app(state)) as url:
