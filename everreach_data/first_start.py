@@ -1,7 +1,9 @@
 """A first start that shows data: on an empty ``.everreach/``, ``everreach-data dev`` posts a week of sample
 conversations (the sandbox's signed webhook traffic, dated over the past days), lets the sensor drain them,
-then backfills the last days of every daily asset (insights and reports) against the sandbox, so the
-catalog, the asset pages and the reports have something in them within minutes. The backfill is an ordinary
+then backfills the last days of every daily asset (insights and reports) and materializes every other one
+Meta feeds (the ad accounts, campaigns, ad sets, ads and creatives, token health, the template catalog,
+audience demographics) against the sandbox, so the catalog, the asset pages and the reports have something
+in them within minutes. The backfill is an ordinary
 one, launched through the webserver's GraphQL API (as the UI's "Materialize" does) and visible under
 Overview → Backfills; a marker file keeps later starts from repeating it.
 """
@@ -22,8 +24,8 @@ MARKER = "first-start-backfill"
 #: Sample webhook bodies per day of history.
 BODIES_PER_DAY = 150
 
-PARTITIONED_ASSETS = """
-query { assetNodes { assetKey { path } isPartitioned isMaterializable } }
+MATERIALIZABLE_ASSETS = """
+query { assetNodes { assetKey { path } isMaterializable } }
 """
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -96,14 +98,16 @@ def wait_for_drain(database_url: str, timeout: float = 180.0) -> None:
 
 def backfill_first_days(dagster_url: str, home: Path, *, today: date | None = None, days: int = DAYS,
                         timeout: float = 180.0) -> str | None:
-    """Launch the first-start backfill unless one was launched before from ``home``; returns its id."""
+    """Launch the first-start backfill unless one was launched before from ``home``; returns its id. It
+    takes every asset that can be materialized: the daily ones for the last ``days`` days, the others once
+    (an asset backfill runs both, in lineage order). The queue-fed conversation tables are not among them."""
     marker = home / MARKER
     if marker.exists():
         return None
     with httpx.Client(base_url=dagster_url, timeout=30) as client:
         wait_until_serving(client, timeout)
-        nodes = _graphql(client, PARTITIONED_ASSETS)["assetNodes"]
-        keys = [{"path": n["assetKey"]["path"]} for n in nodes if n["isPartitioned"] and n["isMaterializable"]]
+        nodes = _graphql(client, MATERIALIZABLE_ASSETS)["assetNodes"]
+        keys = [{"path": n["assetKey"]["path"]} for n in nodes if n["isMaterializable"]]
         result = _graphql(client, LAUNCH, {"params": {
             "assetSelection": keys, "partitionNames": last_days(today or datetime.now(UTC).date(), days),
             "title": f"First start: the last {days} days",

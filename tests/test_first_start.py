@@ -1,5 +1,5 @@
 """The first-start backfill through a real Dagster webserver: one backfill of the last days of every daily
-asset, and none on the next start."""
+asset and of every other asset Meta feeds, and none on the next start."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from everreach_data.first_start import MARKER, backfill_first_days, last_days
 from tests.servers import free_port
 
 
-def test_a_first_start_backfills_the_last_week_of_every_daily_asset_once(tmp_path, db_url):
+def test_a_first_start_backfills_the_last_week_of_every_daily_asset_and_the_objects_once(tmp_path, db_url):
     home = tmp_path / "dagster"
     home.mkdir()
     port = free_port()
@@ -36,6 +36,9 @@ def test_a_first_start_backfills_the_last_week_of_every_daily_asset_once(tmp_pat
         assets = {key.to_user_string() for key in subset.asset_keys}
         assert {"ad_performance", "social_account_insights", "meta_conversion_event", "message_volume_daily",
                 "campaign_performance_daily"} <= assets
+        # The objects ad_performance rows link to, token health and the template catalog, once.
+        assert {"ad_account", "campaign", "ad_set", "ad", "ad_creative", "meta_platform_config",
+                "whatsapp_message_template"} <= assets
         assert "conversation_message" not in assets                # queue-driven tables are not backfilled
         partitions = subset.get_partitions_subset(dg.AssetKey("ad_performance")).get_partition_keys()
         assert sorted(partitions) == last_days(date(2026, 11, 30)) == [
