@@ -7,6 +7,7 @@ still changing. Meta keeps restating recent days, which the look-back schedules 
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -28,3 +29,6 @@ daily_partitions = dg.DailyPartitionsDefinition(
 #: runs are cheaper than one run per day (async reports, windows), and a failure costs one batch.
 DAYS_PER_RUN = CHUNK_DAYS
 insights_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_RUN)
+# Dagster calls an asset's backfill_policy beta and warns for each asset in every process that loads the
+# definitions (code server, daemon, every run): a screenful at each start. Batched backfills are deliberate.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
