@@ -41,10 +41,8 @@ def build_resources(settings: Settings, *, secrets_as_env_vars: bool = True) -> 
         "instagram_account": organic.InstagramAccountResource(
             access_token=value(organic.InstagramAccountResource.TOKEN_SETTING),
             ig_user_id=settings.INSTAGRAM_USER_ID, **graph),
-        "outbound_messaging": outbound.OutboundMessagingResource(
-            **{name.lower(): value(name) for name in outbound.OutboundMessagingResource.SETTINGS}, **graph),
-        "meta_tokens": operations.MetaTokensResource(
-            **{name.lower(): value(name) for name in operations.MetaTokensResource.SETTINGS}, **graph),
+        "outbound_messaging": outbound.OutboundMessagingResource.from_settings(value, **graph),
+        "meta_tokens": operations.MetaTokensResource.from_settings(value, **graph),
         "whatsapp_templates": operations.WhatsAppTemplatesResource(
             access_token=value(operations.WhatsAppTemplatesResource.TOKEN_SETTING), waba_id=settings.WABA_ID,
             **graph),

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import dagster as dg
 import psycopg
@@ -123,10 +123,11 @@ class ChannelsResource(dg.ConfigurableResource):
     whatsapp_phone_number_id: str | None = None
     whatsapp_access_token: str | None = None
 
-    #: The settings behind the fields (``build_resources`` fills each from the setting of that name).
-    SETTINGS: ClassVar[tuple[str, ...]] = (
-        "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN", "INSTAGRAM_USER_ID", "INSTAGRAM_PAGE_TOKEN",
-        "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN")
+    @classmethod
+    def from_settings(cls, value: Callable[[str], Any], **fields: Any) -> Self:
+        """The resource with every field named as a setting (in lower case) filled by ``value(setting)``."""
+        named = {name: value(name.upper()) for name in cls.model_fields if name.upper() in Settings.model_fields}
+        return cls(**named, **fields)
 
     def setting(self, name: str) -> Any:
         return getattr(self, name.lower(), None)

@@ -5,7 +5,6 @@ template catalog (asset ``whatsapp_message_template``), the WhatsApp pricing rep
 modules beside this one."""
 
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 import dagster as dg
 
@@ -36,10 +35,6 @@ class MetaTokensResource(ChannelsResource):
     fb_ads_access_token: str | None = None
     meta_pixel_id: str | None = None
     meta_conversions_api_token: str | None = None
-
-    SETTINGS: ClassVar[tuple[str, ...]] = (
-        *ChannelsResource.SETTINGS, "META_APP_ID", "META_APP_SECRET", "FB_ADS_ACCOUNT_ID", "FB_ADS_ACCESS_TOKEN",
-        "META_PIXEL_ID", "META_CONVERSIONS_API_TOKEN")
 
     def channels(self) -> list[ConfiguredToken]:
         return configured_tokens(self.setting)

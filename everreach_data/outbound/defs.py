@@ -10,7 +10,6 @@ due (paced per sender), so another is launched only after it has finished; dagst
 """
 
 import asyncio
-from typing import ClassVar
 
 import dagster as dg
 from pydantic import ValidationError
@@ -57,8 +56,6 @@ class OutboundMessagingResource(ChannelsResource):
     pair_burst: int = 45
     pair_interval_seconds: float = 6.0
     backoff_base_seconds: float = 2.0
-
-    SETTINGS: ClassVar[tuple[str, ...]] = (*ChannelsResource.SETTINGS, "WABA_ID")
 
     def channels(self) -> Channels:
         return Channels.from_values(self.base_url(), self.setting)
