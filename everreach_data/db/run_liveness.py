@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Container, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,19 +82,13 @@ def session_name(application: str, run_id: str | None) -> str:
 
 def _presence_args(url: str, application: str, run_id: str) -> tuple[dict[str, Any], dict[str, int]]:
     connect = {"conninfo": url, "autocommit": True, "application_name": session_name(application, run_id),
-               **POOLER_SAFE}
+               "connect_timeout": 10, **POOLER_SAFE}
     return connect, {"application": lock_key(application), "run": lock_key(run_id)}
 
 
 def _hold(conn: psycopg.Connection, keys: dict[str, int]) -> psycopg.Connection:
     conn.execute("BEGIN")
     conn.execute(HOLD_PRESENCE, keys)
-    return conn
-
-
-async def _hold_async(conn: psycopg.AsyncConnection, keys: dict[str, int]) -> psycopg.AsyncConnection:
-    await conn.execute("BEGIN")
-    await conn.execute(HOLD_PRESENCE, keys)
     return conn
 
 
@@ -142,40 +136,14 @@ def presence(url: str, application: str, run_id: str | None) -> Iterator[None]:
 
 @asynccontextmanager
 async def presence_async(url: str, application: str, run_id: str | None) -> AsyncIterator[None]:
-    """:func:`presence` for asyncio code (the watcher is a task)."""
-    if run_id is None:
-        yield
-        return
-    connect, keys = _presence_args(url, application, run_id)
-    conn = await _hold_async(await psycopg.AsyncConnection.connect(**connect), keys)
-
-    async def watch() -> None:
-        nonlocal conn
-        wait, longest = RECONNECT_WAIT_SECONDS
-        while True:
-            await asyncio.sleep(PRESENCE_CHECK_SECONDS if not conn.closed else wait)
-            try:
-                if conn.closed:
-                    conn = await _hold_async(await psycopg.AsyncConnection.connect(**connect), keys)
-                    wait = RECONNECT_WAIT_SECONDS[0]
-                else:
-                    await conn.execute("SELECT 1")
-            except psycopg.Error as exc:
-                if not connection_lost(exc):
-                    log.warning("presence of %s run %s: %s", application, run_id, exc)
-                with suppress(psycopg.Error):
-                    await conn.close()
-                wait = min(longest, wait * 2)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield
-    finally:
-        watcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await watcher
-        with suppress(psycopg.Error):
-            await conn.close()
+    """:func:`presence` for asyncio code: taken and given up on a worker thread (its watcher is a thread
+    anyway), so the event loop never waits on the lock's connection."""
+    with ExitStack() as stack:
+        await asyncio.to_thread(stack.enter_context, presence(url, application, run_id))
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(stack.close)
 
 
 @dataclass(frozen=True)

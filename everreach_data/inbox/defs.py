@@ -18,7 +18,7 @@ from datetime import timedelta
 import dagster as dg
 
 from everreach_data.db.catalog import table_metadata
-from everreach_data.db.run_liveness import live_runs, runs_in_flight, time_budget
+from everreach_data.db.run_liveness import live_runs, presence, runs_in_flight, time_budget
 from everreach_data.inbox import queue as inbox
 from everreach_data.inbox.drain import (
     DEFAULT_BATCH_SIZE,
@@ -110,16 +110,19 @@ def drain_webhook_events(context: dg.OpExecutionContext, config: WebhookDrainCon
     was written to the conversation tables every minute or so: under steady traffic a run lasts minutes."""
     deadline = time.monotonic() + config.time_budget_seconds
     total = DrainStats(idle=True)
-    while True:
-        stats = drain_url(postgres.resolved_url(), run_id=context.run_id, workers=config.workers,
-                          batch_size=config.batch_size, lease_seconds=config.lease_seconds,
-                          time_budget_seconds=max(1.0, min(REPORT_EVERY_SECONDS, deadline - time.monotonic())),
-                          max_attempts=config.max_attempts, linger_seconds=config.linger_seconds)
-        report_written(context, postgres, stats)
-        total.add(stats)
-        total.seconds += stats.seconds
-        if stats.idle or time.monotonic() >= deadline:
-            break
+    url = postgres.resolved_url()
+    # The run's presence is held across the reports too: between two drains it must not look dead.
+    with presence(url, DRAIN_APPLICATION, context.run_id):
+        while True:
+            stats = drain_url(url, workers=config.workers, batch_size=config.batch_size,
+                              lease_seconds=config.lease_seconds,
+                              time_budget_seconds=max(1.0, min(REPORT_EVERY_SECONDS, deadline - time.monotonic())),
+                              max_attempts=config.max_attempts, linger_seconds=config.linger_seconds)
+            report_written(context, postgres, stats)
+            total.add(stats)
+            total.seconds += stats.seconds
+            if stats.idle or time.monotonic() >= deadline:
+                break
     context.log.info(f"webhook events: {total.done} done, {total.failed} failed, {total.retried} to retry "
                      f"in {total.batches} batches ({total.seconds:.2f} s); {total.recovered} were in batches "
                      f"whose run died")

@@ -313,13 +313,13 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None,
         stats.seconds = time.perf_counter() - started
         return stats
 
-    if workers <= 1:
-        with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen():
-            return one()
     started = time.perf_counter()
-    with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen(), \
-            ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
-        results = [f.result() for f in [pool.submit(one) for _ in range(workers)]]
+    with presence(url, DRAIN_APPLICATION, run_id), _heap_frozen():
+        if workers <= 1:
+            results = [one()]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="webhook-drain") as pool:
+                results = [f.result() for f in [pool.submit(one) for _ in range(workers)]]
     total = DrainStats(idle=True)
     for result in results:
         total.add(result)
