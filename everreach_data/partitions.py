@@ -8,12 +8,20 @@ still changing. Meta keeps restating recent days, which the look-back schedules 
 from __future__ import annotations
 
 import warnings
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from everreach_data.config import Settings, definition_settings
 from everreach_data.meta.insights import CHUNK_DAYS, earliest_insights_day
+
+
+def lookback_range(today: date, first_back: int, days: int, earliest: date) -> tuple[date, date] | None:
+    """The ``days`` days ending ``first_back`` days before ``today`` (inclusive partition keys), clipped to the
+    first partition (``earliest``); None when nothing is left."""
+    end = today - timedelta(days=first_back)
+    start = max(earliest, end - timedelta(days=days - 1))
+    return (start, end) if start <= end else None
 
 
 def partitions_start(settings: Settings, today: date | None = None) -> date:

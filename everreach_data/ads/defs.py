@@ -38,7 +38,7 @@ from everreach_data.meta.insights import (
     check_action_types,
     check_windows,
 )
-from everreach_data.partitions import daily_partitions, insights_backfill_policy, partitions_start
+from everreach_data.partitions import daily_partitions, insights_backfill_policy, lookback_range, partitions_start
 from everreach_data.resources import GraphAPIResource, PostgresResource
 
 
@@ -180,21 +180,19 @@ def ad_performance(
     )
 
 
-def _table_checks(postgres: PostgresResource) -> dict[str, int]:
+@dg.multi_asset_check(specs=[
+    dg.AssetCheckSpec("spend_non_negative", asset="ad_performance", description="no row has negative spend"),
+    dg.AssetCheckSpec("clicks_within_impressions", asset="ad_performance",
+                      description="no row has more clicks than impressions"),
+])
+def table_checks(postgres: PostgresResource) -> Iterator[dg.AssetCheckResult]:
+    """The checks that read the whole table, in one scan."""
     with postgres.connect() as conn:
-        return conn.execute(TABLE_CHECKS).fetchone()
-
-
-@dg.asset_check(asset=ad_performance, description="no row has negative spend")
-def spend_non_negative(postgres: PostgresResource) -> dg.AssetCheckResult:
-    bad = _table_checks(postgres)["negative_spend"]
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_with_negative_spend": bad})
-
-
-@dg.asset_check(asset=ad_performance, description="no row has more clicks than impressions")
-def clicks_within_impressions(postgres: PostgresResource) -> dg.AssetCheckResult:
-    bad = _table_checks(postgres)["clicks_over_impressions"]
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_with_clicks_over_impressions": bad})
+        found = conn.execute(TABLE_CHECKS).fetchone()
+    yield dg.AssetCheckResult(check_name="spend_non_negative", passed=found["negative_spend"] == 0,
+                              metadata={"rows_with_negative_spend": found["negative_spend"]})
+    yield dg.AssetCheckResult(check_name="clicks_within_impressions", passed=found["clicks_over_impressions"] == 0,
+                              metadata={"rows_with_clicks_over_impressions": found["clicks_over_impressions"]})
 
 
 def partition_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
@@ -371,13 +369,6 @@ def ad_performance_daily(context: dg.ScheduleEvaluationContext, postgres: Postgr
     return requests
 
 
-def lookback_range(today: date, first_back: int, days: int, earliest: date) -> tuple[date, date] | None:
-    """The ``days`` days ending ``first_back`` days before ``today``, clipped to the first partition."""
-    end = today - timedelta(days=first_back)
-    start = max(earliest, end - timedelta(days=days - 1))
-    return (start, end) if start <= end else None
-
-
 def lookback_groups() -> list[AccountGroup | None]:
     """The look-backs' runs: one per group of the configured accounts (one for all when they come from
     the token, or none is configured: the run resolves them)."""
@@ -433,5 +424,5 @@ ad_performance_lookback_weekly = lookback_schedule(
 schedules = [ad_objects_daily, ad_performance_daily, ad_performance_lookback_daily, ad_performance_lookback_weekly]
 
 defs = dg.Definitions(assets=[*object_assets, *insight_assets],
-                      asset_checks=[spend_non_negative, clicks_within_impressions],
+                      asset_checks=[table_checks],
                       jobs=[ad_objects_job, ads_insights_job], schedules=schedules)

@@ -58,10 +58,6 @@ FROM meta_conversion_event
 WHERE pixel_id = %(pixel)s AND status = 'pending' AND event_time >= %(start)s AND event_time < %(end)s
 ORDER BY event_time
 """
-PARTITION_USER_DATA = """
-SELECT user_data FROM meta_conversion_event
-WHERE pixel_id = %(pixel)s AND event_time >= %(start)s AND event_time < %(end)s
-"""
 
 
 @dataclass

@@ -720,10 +720,8 @@ class InsightsReader:
             try:
                 results = iter(self.client.batch(calls))
             except GraphAPIError as exc:  # the batch itself refused (a bad token) or never answered
-                if exc.retryable:
-                    raise  # an outage: the run may try again later
                 first = (starts or [j.request for j in due] or [r.job.request for r in reading])[0]
-                raise permanent_error(exc, first) from exc
+                raise read_failed(exc, first)  # noqa: B904 - read_failed keeps exc as the cause
             for request, result in zip(starts, results, strict=False):
                 if result.error is None:
                     in_flight.append(self._started(request, result.body or {}))

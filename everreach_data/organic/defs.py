@@ -32,7 +32,7 @@ from everreach_data.organic.store import (
     write_posts,
     write_story_insights,
 )
-from everreach_data.partitions import daily_partitions, insights_backfill_policy, partitions_start
+from everreach_data.partitions import daily_partitions, insights_backfill_policy, lookback_range, partitions_start
 from everreach_data.resources import GraphAPIResource, PostgresResource
 
 #: Meta's organic numbers can lag up to 48 hours: the daily run re-pulls this many days before today.
@@ -225,19 +225,13 @@ audience_demographics_job = dg.define_asset_job("audience_demographics_job",
                                                 selection=[social_audience_demographics])
 
 
-def lagged_range(today: date, earliest: date) -> tuple[date, date] | None:
-    """The :data:`LAG_DAYS` days before ``today`` (inclusive partition keys), clipped to the first partition."""
-    start, end = max(earliest, today - timedelta(days=LAG_DAYS)), today - timedelta(days=1)
-    return (start, end) if start <= end else None
-
-
 @dg.schedule(name="organic_insights_daily", cron_schedule="0 7 * * *", job=organic_insights_job,
              execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
              description=f"the {LAG_DAYS} days before today (Meta's organic numbers lag up to 48 hours): posts, "
                          "post insights, account insights and breakdowns, every morning")
 def organic_insights_daily(context: dg.ScheduleEvaluationContext):
     today = utc_day(context.scheduled_execution_time)
-    span = lagged_range(today, partitions_start(definition_settings(), today))
+    span = lookback_range(today, 1, LAG_DAYS, partitions_start(definition_settings(), today))
     if span is None:
         return dg.SkipReason("the range is before the first partition")
     start, end = (d.isoformat() for d in span)

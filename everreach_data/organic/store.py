@@ -15,8 +15,6 @@ from psycopg.types.json import Jsonb
 from everreach_data.meta.organic import STORY_HOURS, BreakdownValue, DemographicValue, InsightsReport, Post
 from everreach_data.meta.webhooks import StoryInsights
 
-STORY = "STORY"
-
 UPSERT_POSTS = """
 INSERT INTO social_media_post (platform, account_id, platform_post_id, media_type, caption, permalink, posted_at,
                                metadata, synced_at)
@@ -123,6 +121,16 @@ def write_posts(conn: psycopg.Connection, posts: Iterable[Post]) -> int:
     return len(rows)
 
 
+def _replace(conn: psycopg.Connection, delete: str, scope: dict[str, object], insert: str,
+             rows: list[dict[str, object]], **insert_params: object) -> int:
+    """Replace what ``delete`` selects by ``scope`` with ``rows``, in one transaction; the number written."""
+    with conn.transaction():
+        conn.execute(delete, scope)
+        if rows:
+            conn.execute(insert, {"rows": Jsonb(rows), **insert_params})
+    return len(rows)
+
+
 def posts_in_range(conn: psycopg.Connection, start: datetime, end: datetime) -> list[Post]:
     """The posts (not stories) published in ``[start, end)``."""
     return [Post(r["platform"], r["account_id"], r["platform_post_id"], r["posted_at"], r["caption"],
@@ -134,11 +142,7 @@ def replace_post_insights(conn: psycopg.Connection, since: date, until: date,
                           values: list[tuple[Post, str, object]]) -> int:
     rows = [{"platform": p.platform, "post_id": p.post_id, "date": utc_day(p.posted_at).isoformat(), "metric": m,
              "value": str(v)} for p, m, v in values]
-    with conn.transaction():
-        conn.execute(DELETE_POST_INSIGHTS, {"since": since, "until": until})
-        if rows:
-            conn.execute(INSERT_POST_INSIGHTS, {"rows": Jsonb(rows)})
-    return len(rows)
+    return _replace(conn, DELETE_POST_INSIGHTS, {"since": since, "until": until}, INSERT_POST_INSIGHTS, rows)
 
 
 def _upsert_story_insights(conn: psycopg.Connection, rows: list[dict[str, object]]) -> int:
@@ -173,22 +177,16 @@ def replace_account_insights(conn: psycopg.Connection, since: date, until: date,
     rows = [{"platform": platform, "account_id": account, "date": v.day.isoformat(), "metric": v.metric,
              "value": str(v.value)}
             for (platform, account), report in reports.items() for v in report.values if since <= v.day < until]
-    with conn.transaction():
-        conn.execute(DELETE_ACCOUNT_INSIGHTS, {"since": since, "until": until, "page": page_id, "ig": ig_user_id})
-        if rows:
-            conn.execute(INSERT_ACCOUNT_INSIGHTS, {"rows": Jsonb(rows)})
-    return len(rows)
+    return _replace(conn, DELETE_ACCOUNT_INSIGHTS, {"since": since, "until": until, "page": page_id, "ig": ig_user_id},
+                    INSERT_ACCOUNT_INSIGHTS, rows)
 
 
 def replace_breakdowns(conn: psycopg.Connection, since: date, until: date, ig_user_id: str,
                        values: Sequence[BreakdownValue]) -> int:
     rows = [{"date": v.day.isoformat(), "metric": v.metric, "breakdown": v.breakdown,
              "breakdown_value": v.breakdown_value, "value": str(v.value)} for v in values if since <= v.day < until]
-    with conn.transaction():
-        conn.execute(DELETE_BREAKDOWNS, {"since": since, "until": until, "ig": ig_user_id})
-        if rows:
-            conn.execute(INSERT_BREAKDOWNS, {"rows": Jsonb(rows), "ig": ig_user_id})
-    return len(rows)
+    return _replace(conn, DELETE_BREAKDOWNS, {"since": since, "until": until, "ig": ig_user_id}, INSERT_BREAKDOWNS,
+                    rows, ig=ig_user_id)
 
 
 def replace_demographics(conn: psycopg.Connection, day: date, page_id: str, ig_user_id: str,
@@ -201,8 +199,5 @@ def replace_demographics(conn: psycopg.Connection, day: date, page_id: str, ig_u
     rows += [{"platform": platform, "account_id": account, "metric": "followers_count", "timeframe": "lifetime",
               "breakdown": TOTAL, "dimension": TOTAL, "value": str(n)}
              for (platform, account), n in followers.items() if n is not None]
-    with conn.transaction():
-        conn.execute(DELETE_DEMOGRAPHICS, {"day": day, "page": page_id, "ig": ig_user_id})
-        if rows:
-            conn.execute(INSERT_DEMOGRAPHICS, {"rows": Jsonb(rows), "day": day})
-    return len(rows)
+    return _replace(conn, DELETE_DEMOGRAPHICS, {"day": day, "page": page_id, "ig": ig_user_id}, INSERT_DEMOGRAPHICS,
+                    rows, day=day)

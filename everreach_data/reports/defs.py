@@ -37,8 +37,7 @@ def refresh(context: dg.AssetExecutionContext, postgres: PostgresResource, repor
     with postgres.connect() as conn:
         with conn.transaction():
             conn.execute(report.delete, params)
-            conn.execute(report.refresh, params)
-        rows = conn.execute(report.rows, params).fetchone()["n"]
+            rows = conn.execute(report.refresh, params).rowcount
         metadata = {**table_metadata(conn, report.table, row_count=rows),
                     "date_range": f"{since}..{until - timedelta(days=1)}",
                     "preview": preview(frame(conn, report.preview, params))}

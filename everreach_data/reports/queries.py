@@ -23,13 +23,8 @@ class Report:
     def preview(self) -> sql.Composed:
         return PREVIEW.format(table=sql.Identifier(self.table), order=sql.SQL(self.preview_order))
 
-    @property
-    def rows(self) -> sql.Composed:
-        return ROWS.format(table=sql.Identifier(self.table))
-
 
 DELETE = sql.SQL("DELETE FROM {table} WHERE date >= %(since)s AND date < %(until)s")
-ROWS = sql.SQL("SELECT count(*) AS n FROM {table} WHERE date >= %(since)s AND date < %(until)s")
 #: The range's latest day, for the materialization's preview.
 PREVIEW = sql.SQL("SELECT * FROM {table} WHERE date = (SELECT max(date) FROM {table} WHERE date >= %(since)s "
                   "AND date < %(until)s) ORDER BY {order} LIMIT 20")

@@ -32,7 +32,7 @@ def test_a_partition_range_is_one_run_with_summary_metadata_and_checks(db_url):
             poll_initial_seconds=0.03,
         )
         result = dg.materialize(
-            [ads.ad_performance, ads.spend_non_negative, ads.clicks_within_impressions],
+            [ads.ad_performance, ads.table_checks],
             resources={"postgres": PostgresResource(url=db_url), "meta_ads": meta_ads},
             tags={ASSET_PARTITION_RANGE_START_TAG: "2026-10-01", ASSET_PARTITION_RANGE_END_TAG: "2026-10-07"},
         )
