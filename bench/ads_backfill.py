@@ -33,7 +33,6 @@ import json
 import multiprocessing
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,17 +57,12 @@ from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
 from everreach_data.meta.client import GraphClient  # noqa: E402
 from everreach_data.meta.insights import InsightsOptions, InsightsReader  # noqa: E402
+from everreach_data.serving import free_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 
 ACCOUNT = "act_7000000000000001"
 LEVELS = ["campaign", "adset", "ad"]
 REPEATS = 3  # the write and the raw COPYs are timed in turns this many times; medians are reported
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_sandbox(port: int, latency: str) -> subprocess.Popen:

@@ -40,8 +40,8 @@ from everreach_data.meta.client import AsyncGraphClient  # noqa: E402
 from everreach_data.meta.errors import GraphAPIError  # noqa: E402
 from everreach_data.outbound.sender import SendConfig, drain  # noqa: E402
 from everreach_data.receiver.auth import issue_token  # noqa: E402
+from everreach_data.serving import free_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
-from tests.servers import free_port  # noqa: E402
 
 PHONE = SANDBOX_DEFAULTS["WHATSAPP_PHONE_NUMBER_ID"]
 TEMPLATE = {"name": "order_update", "language": {"code": "en_US"}}

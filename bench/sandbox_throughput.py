@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from everreach_data.serving import free_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 
 PAGE = SANDBOX_DEFAULTS["MESSENGER_PAGE_ID"]
@@ -51,12 +52,6 @@ def serve(kind: str, port: int) -> None:
 
         app = build_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _worker(port: int, path: str, stop_at: float, counts: list[int]) -> None:

@@ -40,13 +40,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from procstat import postgres_cpu  # noqa: E402
 from webhook_drain import unique_bodies  # noqa: E402
-from webhook_intake import free_port, load, summary  # noqa: E402
+from webhook_intake import load, summary  # noqa: E402
 
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.serving import wait_for_port  # noqa: E402
+from everreach_data.serving import free_port, wait_for_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
-from everreach_sandbox.traffic import TrafficGenerator  # noqa: E402
 
 
 # One run: what the job's op does, timed from its first claim to its end (a run's start-up, measured by
@@ -67,8 +66,7 @@ print(json.dumps({"started": started, "ended": time.time(), "done": stats.done})
 
 
 def intake(url: str, pgdata: Path, requests: int, rounds: int, concurrency: int) -> dict:
-    gen = TrafficGenerator(seed=11, duplicate_rate=0.0).bodies()
-    bodies: list[bytes] = list(dict.fromkeys(next(gen) for _ in range(requests * 2)))[:requests]
+    bodies = unique_bodies(requests, seed=11)
     env = {**os.environ, **SANDBOX_DEFAULTS, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     servers: dict[int, tuple[subprocess.Popen, int]] = {}
     try:

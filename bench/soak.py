@@ -59,7 +59,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -86,7 +85,7 @@ from everreach_data.inbox.drain import DRAIN_APPLICATION  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.outbound.sender import SEND_APPLICATION  # noqa: E402
 from everreach_data.receiver.auth import Role, issue_token  # noqa: E402
-from everreach_data.serving import wait_for_port  # noqa: E402
+from everreach_data.serving import free_port, wait_for_port  # noqa: E402
 from everreach_sandbox import marketing  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_sandbox.server import build_app, build_state  # noqa: E402
@@ -163,12 +162,6 @@ BACKFILL_FIRST_DAY = date(2025, 3, 1)
 
 
 # ───────────────────────────── processes ─────────────────────────────
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def wait_until(what: str, check, timeout: float, every: float = 0.25):
     """``check()``'s first truthy value, polled until ``timeout``; a clear error naming ``what`` else."""

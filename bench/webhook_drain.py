@@ -46,7 +46,7 @@ from everreach_data.inbox.defs import SENSOR_INTERVAL_SECONDS, next_request, pro
 from everreach_data.inbox.drain import drain_url  # noqa: E402
 from everreach_data.meta.webhooks import Message, parse_webhook  # noqa: E402
 from everreach_data.resources import PostgresResource  # noqa: E402
-from everreach_data.serving import wait_for_port  # noqa: E402
+from everreach_data.serving import free_port, wait_for_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 
@@ -118,7 +118,7 @@ RUN_CONFIG_EMPTY = json.dumps({"ops": {"drain_webhook_events": {"config": {"ling
 
 
 def latency(url: str, env: dict[str, str], seconds: float, rate: float) -> dict:
-    port = _free_port()
+    port = free_port()
     receiver = subprocess.Popen([sys.executable, "-m", "everreach_data.cli", "serve", "--port", str(port),
                                  "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
     runs: list[subprocess.Popen] = []
@@ -190,14 +190,6 @@ def latency(url: str, env: dict[str, str], seconds: float, rate: float) -> dict:
     return {"latency_messages": len(lat), "latency_messages_posted": len(posted), "latency_runs_launched":
             launched["runs"], "post_to_row_p50_s": pick(0.5), "post_to_row_p95_s": pick(0.95),
             "post_to_row_max_s": round(lat[-1], 2), "goal_p95_s": 15}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from procstat import cpu_seconds, postgres_cpu  # noqa: E402
 
 from everreach_data.db.embedded import start_embedded  # noqa: E402
 from everreach_data.db.migrate import migrate  # noqa: E402
-from everreach_data.serving import wait_for_port  # noqa: E402
+from everreach_data.serving import free_port, wait_for_port  # noqa: E402
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS  # noqa: E402
 from everreach_sandbox.traffic import TrafficGenerator, sign  # noqa: E402
 
@@ -62,12 +61,6 @@ async def app(scope, receive, send):
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
             loop="uvloop", http="httptools")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _connection(port: int, queue: list[bytes], path: str, latencies: list[float], codes: dict) -> None:

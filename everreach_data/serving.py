@@ -9,6 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on just now (for a process started next, which binds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def serve_in_background(app, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "on",
                         name: str = "server", **config) -> Iterator[str]:

@@ -103,7 +103,7 @@ def test_dagster_storage_gets_its_own_database_unless_told_otherwise(tmp_path: P
 def test_serve_with_several_worker_processes_comes_up_and_answers(db_url):
     import httpx
 
-    from tests.servers import free_port
+    from everreach_data.serving import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in SANDBOX_DEFAULTS and k != "DATABASE_URL"}

@@ -12,8 +12,8 @@ import psycopg
 
 from everreach_data.config import PROJECT_ROOT, Settings
 from everreach_data.demo import STEPS, DemoContext, run_demo, step_webhooks
+from everreach_data.serving import free_port
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
-from tests.servers import free_port
 
 
 def test_demo_runs_every_step_against_the_in_process_sandbox(empty_db_url: str) -> None:

@@ -12,7 +12,7 @@ import dagster as dg
 
 from everreach_data.config import PROJECT_ROOT
 from everreach_data.first_start import MARKER, backfill_first_days, last_days
-from tests.servers import free_port
+from everreach_data.serving import free_port
 
 
 def test_a_first_start_backfills_the_last_week_of_every_daily_asset_and_the_objects_once(tmp_path, db_url):

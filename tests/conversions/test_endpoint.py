@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from everreach_data.receiver.app import create_app
+from everreach_data.serving import free_port
 from everreach_sandbox.defaults import SANDBOX_DEFAULTS
 from everreach_sandbox.server import build_app, build_state
 from tests import tokens
-from tests.servers import free_port, serve
+from tests.servers import serve
 
 PATH = "/api/v1/integrations/meta/conversions"
 PURCHASE = {

@@ -22,7 +22,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from everreach_data.db.embedded import EmbeddedPostgres
-from tests.servers import free_port
+from everreach_data.serving import free_port
 
 #: Server sessions per database: room for a drain run with two workers (its presence, two batches and their
 #: trackers), small enough that consecutive tests' transactions land on sessions used before.
