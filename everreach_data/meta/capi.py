@@ -211,9 +211,14 @@ def validate_event(event: ServerEvent, *, now: float | None = None) -> None:
             raise ConversionInputError("event_source_url", "is required for website events")
         if not event.user_data.get("client_user_agent"):
             raise ConversionInputError("client_user_agent", "is required for website events")
-    if not any(k in event.user_data for k in (*HASHED_FIELDS, "client_ip_address", "fbc", "fbp")):
+    ip_with_agent = event.user_data.get("client_ip_address") and event.user_data.get("client_user_agent")
+    if not ip_with_agent and not any(k in event.user_data for k in (*HASHED_FIELDS, "fbc", "fbp")):
         raise ConversionInputError("user_data", "needs at least one customer identifier (email, phone, "
-                                                "external_id, fbp, fbc or client IP)")
+                                                "external_id, fbp, fbc, or the client IP with its user agent)")
+    if event.event_name == "Purchase":
+        for name in ("currency", "value"):
+            if (event.custom_data or {}).get(name) in (None, ""):
+                raise ConversionInputError(name, "is required for Purchase events")
 
 
 def custom_data(*, value: Any = None, currency: str | None = None, content_ids: Iterable[str] | None = None,

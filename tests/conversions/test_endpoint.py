@@ -112,8 +112,18 @@ def test_meta_unreachable_keeps_the_event_pending(settings, db_url, db):
     assert db.execute("SELECT status FROM meta_conversion_event").fetchone()["status"] == "pending"
 
 
-def test_meta_rejection_is_recorded_and_explained(receiver, db):
-    response = post(receiver, {**PURCHASE, "currency": None, "event_id": "order-11"})  # Purchase needs currency
+def test_a_purchase_without_currency_or_value_is_refused_before_anything_is_stored(receiver, db):
+    for missing in ("currency", "value"):
+        response = post(receiver, {**PURCHASE, missing: None, "event_id": f"order-no-{missing}"})
+        assert response.status_code == 422 and response.json()["error"]["field"] == missing
+    assert db.execute("SELECT count(*) AS n FROM meta_conversion_event").fetchone()["n"] == 0
+
+
+def test_meta_rejection_is_recorded_and_explained(receiver, sandbox, db):
+    httpx.post(f"{sandbox}/_sandbox/faults", json={"faults": [  # a rule of Meta's we do not check ourselves
+        {"kind": "graph", "path_contains": "/events", "status": 400, "code": 100, "subcode": 2804048,
+         "message": "Invalid parameter"}]}).raise_for_status()
+    response = post(receiver, {**PURCHASE, "event_id": "order-11"})
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["message"].startswith("Meta rejected the event") and error["meta_code"] == 100

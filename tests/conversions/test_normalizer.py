@@ -101,6 +101,9 @@ def event(**overrides) -> ServerEvent:
     ({"action_source": "carrier_pigeon"}, "action_source"),
     ({"event_source_url": None}, "event_source_url"),
     ({"user_data": {"client_user_agent": "UA"}}, "user_data"),
+    ({"user_data": {"client_ip_address": "203.0.113.7"}, "action_source": "app"}, "user_data"),  # IP needs its UA
+    ({"custom_data": custom_data(value=10)}, "currency"),
+    ({"custom_data": custom_data(currency="usd")}, "value"),
 ])
 def test_event_rules_are_checked_before_sending(overrides, field):
     with pytest.raises(ConversionInputError) as info:
