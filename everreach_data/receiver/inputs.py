@@ -6,7 +6,7 @@ refused before it is read whole), no string anywhere in it — keys, nested temp
 Conversions API field — that Postgres cannot store (422 naming its path), no string longer than
 :data:`MAX_STRING_CHARS`, no nesting deeper than :data:`MAX_DEPTH`, no number that is not finite; then the
 route's pydantic model (422 naming the field; unknown fields are refused). Query parameters get the same
-string checks, then their model.
+string checks, then their model; each is given once (a repeated one would silently mean its last value).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from everreach_data.receiver.errors import ApiError, validation_error
@@ -132,6 +133,15 @@ def validated(model: type[M], data: Any, *, prefix: str = "") -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, prefix=prefix) from exc
+
+
+def single_values(params: QueryParams) -> dict[str, str]:
+    """The query's parameters, refusing (422 naming it) one given more than once."""
+    names = [name for name, _ in params.multi_items()]
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise ApiError(422, f"{repeated}: given more than once; give it once", field=repeated)
+    return dict(params)
 
 
 def read_params(model: type[M], params: Mapping[str, str]) -> M:

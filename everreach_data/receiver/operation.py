@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from everreach_data.receiver.auth import Role, authorize
 from everreach_data.receiver.errors import ApiError
-from everreach_data.receiver.inputs import read_json_body, read_params
+from everreach_data.receiver.inputs import read_json_body, read_params, single_values
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def api_route(method: str, path: str, handler: Handler, operation: Operation) ->
         if operation.headers is not None:
             inputs["headers"] = read_params(operation.headers, header_values(operation.headers, request))
         if operation.query is not None:
-            inputs["query"] = read_params(operation.query, request.query_params)
+            inputs["query"] = read_params(operation.query, single_values(request.query_params))
         if operation.body is not None:
             inputs["body"] = await read_json_body(request, operation.body)
         return await handler(request, **inputs)

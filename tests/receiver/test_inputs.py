@@ -127,6 +127,14 @@ def test_unstorable_or_unknown_query_parameters_are_a_422_naming_them(receiver):
     assert challenge.status_code == 422 and challenge.json()["error"]["field"] == "hub.challenge"
 
 
+def test_a_query_parameter_given_twice_is_a_422_naming_it(receiver):
+    """``?level=ad&level=campaign`` used to answer for the last one, silently."""
+    response = httpx.get(f"{receiver}{API}/meta/ads-insights", headers=ADMIN,
+                         params=[("start_date", "2026-11-01"), ("level", "ad"), ("level", "campaign")])
+    assert response.status_code == 422 and response.json()["error"]["field"] == "level"
+    assert "more than once" in response.json()["error"]["message"]
+
+
 LONG = [
     (f"{API}/messenger/send", "text", 2001, "2000"),                                   # the model's own bound
     (f"{API}/messenger/send", "quick_replies.0.title", 21, "20"),
