@@ -16,8 +16,14 @@ FROM pg_attribute a
 WHERE a.attrelid = to_regclass(%(table)s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
-#: The planner's estimate: exact counts of the conversation tables would scan them on every run.
-ESTIMATED_ROWS = "SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = to_regclass(%(table)s)"
+#: The planner's estimate: exact counts of the conversation tables would scan them on every run. A partitioned
+#: table's is the sum of its partitions': autovacuum analyzes those, never the parent, whose own stays at none.
+ESTIMATED_ROWS = """
+SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS n
+FROM pg_class c
+WHERE (c.oid = to_regclass(%(table)s) AND c.relkind <> 'p')
+   OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(table)s)) WHERE isleaf)
+"""
 
 
 def column_schema(conn: psycopg.Connection, table: str) -> dg.TableSchema:
