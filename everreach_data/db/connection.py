@@ -31,6 +31,21 @@ RECONNECT_WAIT_SECONDS = (0.25, 5.0)
 _SERVER_ENDED = ("57P01", "57P02", "57P03")
 
 
+def reconnect_waits() -> Iterator[float]:
+    """The waits before each try at a new connection, :data:`RECONNECT_WAIT_SECONDS`'s first doubling up to
+    its longest (start a new series once connected)."""
+    wait, longest = RECONNECT_WAIT_SECONDS
+    while True:
+        yield wait
+        wait = min(longest, wait * 2)
+
+
+def first_line(exc: BaseException) -> str:
+    """What an error says, in one line for a log or a message (its type when it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def connection_lost(exc: psycopg.Error) -> bool:
     """Whether ``exc`` says the connection is gone or could not be made (the server restarted, failed over or
     is starting up) — what retrying on a new connection fixes — rather than anything about the statement.
@@ -79,7 +94,6 @@ def connect(url: str, **kwargs) -> Iterator[psycopg.Connection]:
     try:
         conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=10, **{**POOLER_SAFE, **kwargs})
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailable(f"cannot reach the database at {redact(url)}: {reason}") from exc
+        raise DatabaseUnavailable(f"cannot reach the database at {redact(url)}: {first_line(exc)}") from exc
     with conn:
         yield conn

@@ -30,7 +30,7 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
-from everreach_data.db.connection import POOLER_SAFE, RECONNECT_WAIT_SECONDS, connection_lost
+from everreach_data.db.connection import POOLER_SAFE, connection_lost, reconnect_waits
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,13 @@ def presence(url: str, application: str, run_id: str | None) -> Iterator[None]:
 
     def watch() -> None:
         nonlocal conn
-        wait, longest = RECONNECT_WAIT_SECONDS
+        waits = reconnect_waits()
+        wait = PRESENCE_CHECK_SECONDS
         while not done.wait(PRESENCE_CHECK_SECONDS if not conn.closed else wait):
             try:
                 if conn.closed:
                     conn = _hold(psycopg.connect(**connect), keys)
-                    wait = RECONNECT_WAIT_SECONDS[0]
+                    waits = reconnect_waits()
                 else:
                     conn.execute("SELECT 1")
             except psycopg.Error as exc:
@@ -121,7 +122,7 @@ def presence(url: str, application: str, run_id: str | None) -> Iterator[None]:
                     log.warning("presence of %s run %s: %s", application, run_id, exc)
                 with suppress(psycopg.Error):
                     conn.close()
-                wait = min(longest, wait * 2)
+                wait = next(waits)
 
     watcher = threading.Thread(target=watch, name=f"presence-{run_id}", daemon=True)
     watcher.start()

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from everreach_data.db.connection import POOLER_SAFE, RECONNECT_WAIT_SECONDS, connection_lost
+from everreach_data.db.connection import POOLER_SAFE, connection_lost, first_line, reconnect_waits
 from everreach_data.db.fast_json import decode_with
 from everreach_data.db.run_liveness import presence
 from everreach_data.inbox import batches
@@ -291,25 +291,23 @@ def drain_url(url: str, *, workers: int = 1, run_id: str | None = None,
     def one() -> DrainStats:
         stats = DrainStats()
         started = time.perf_counter()
-        first, longest = RECONNECT_WAIT_SECONDS
-        wait = first
+        waits = reconnect_waits()
         while True:
             left = None if time_budget_seconds is None else time_budget_seconds - (time.perf_counter() - started)
             try:
                 with psycopg.connect(url, autocommit=True, application_name=DRAIN_APPLICATION,
                                      **POOLER_SAFE) as conn:
-                    wait = first
+                    waits = reconnect_waits()
                     drain(conn, time_budget_seconds=left, stats=stats, **kwargs)
                 break
             except psycopg.Error as exc:
                 if not connection_lost(exc):
                     raise
+                wait = next(waits)
                 if left is not None and left <= wait:
                     break  # the budget is spent anyway: end as if it had run out
-                log.warning("webhook drain lost the database (%s); reconnecting in %.2f s",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, wait)
+                log.warning("webhook drain lost the database (%s); reconnecting in %.2f s", first_line(exc), wait)
                 time.sleep(wait)
-                wait = min(longest, wait * 2)
         stats.seconds = time.perf_counter() - started
         return stats
 

@@ -31,7 +31,7 @@ import httpx
 import psycopg
 
 from everreach_data.config import Channels
-from everreach_data.db.connection import RECONNECT_WAIT_SECONDS, connection_lost
+from everreach_data.db.connection import connection_lost, reconnect_waits
 from everreach_data.db.run_liveness import presence_async
 from everreach_data.meta import messaging as wire
 from everreach_data.meta.client import AsyncGraphClient
@@ -143,16 +143,16 @@ class _Drain:
         """A new connection once the database answers again (the last error after the patience runs out)."""
         with contextlib.suppress(psycopg.Error):
             await old.close()
-        wait, longest = RECONNECT_WAIT_SECONDS
+        waits = reconnect_waits()
         give_up = time.monotonic() + RECONNECT_PATIENCE_SECONDS
         while True:
             try:
                 return await self.connect()
             except psycopg.OperationalError:
+                wait = next(waits)
                 if time.monotonic() + wait > give_up:
                     raise
             await asyncio.sleep(wait)
-            wait = min(longest, wait * 2)
 
     async def db(self, which: str, statement: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
         """``statement`` on the ``conn`` or ``writer`` connection; again on a new one if the database went away
