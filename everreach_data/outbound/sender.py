@@ -172,16 +172,17 @@ class _Drain:
 
     async def mark_sending(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         lease = self.cfg.send_lease_seconds
-        try:
-            return await queue.mark_sending(self.conn, self.token, ids, lease_seconds=lease)
-        except psycopg.Error as exc:
-            if not connection_lost(exc):
-                raise
-        self.conn = await self._reconnected(self.conn)
-        # The flip may have committed before the connection went: jobs ``sending`` under our claim are ours to
-        # send (nobody sent them), the others are flipped now.
-        return (await queue.mark_sending(self.conn, self.token, ids, lease_seconds=lease)
-                | await queue.sending_under(self.conn, self.token, ids))
+        tries = 0
+
+        async def flip(conn: psycopg.AsyncConnection) -> set[uuid.UUID]:
+            nonlocal tries
+            tries += 1
+            flipped = await queue.mark_sending(conn, self.token, ids, lease_seconds=lease)
+            # Tried again, the flip may have committed before the connection went: jobs ``sending`` under our
+            # claim are ours to send (nobody sent them), the others are flipped now.
+            return flipped if tries == 1 else flipped | await queue.sending_under(conn, self.token, ids)
+
+        return await self.db("conn", flip)
 
     # ── scheduling ──
     def buffered(self) -> int:
