@@ -1,6 +1,7 @@
 """The one ``dagster.Definitions`` for EverReach Data (``workspace.yaml`` loads this module): each flow's
 definitions merged, with every resource built once from the settings."""
 
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -15,6 +16,11 @@ from everreach_data.organic import defs as organic
 from everreach_data.outbound import defs as outbound
 from everreach_data.reports import defs as reports
 from everreach_data.resources import PostgresResource, setting_values
+
+# Dagster copies each sensor when it binds resources, and each copy warns that sensors' ``owners`` is beta,
+# though none of ours has owners: a screenful in every process that loads the definitions.
+warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition",
+                        category=dg.BetaWarning)
 
 
 def build_resources(settings: Settings, *, secrets_as_env_vars: bool = True) -> dict[str, Any]:
